@@ -1,0 +1,1 @@
+"""mate.data: datasets, motion features and the synthetic benchmark."""

@@ -1,0 +1,1 @@
+"""mate.text: sub-texts, vocabulary and text encoders."""
