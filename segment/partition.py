@@ -58,6 +58,7 @@ def available_backends() -> list[str]:
 
 
 _warned_fallback = False
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _resolve_backend(backend: str) -> str:
@@ -93,7 +94,7 @@ def _as_cost_array(cost, where: str = "") -> np.ndarray:
         arr = np.asarray(cost)
     except (TypeError, ValueError) as e:  # ragged lists and the like
         raise ValueError(f"{where}cost is not an array: {e}") from None
-    if arr.dtype not in (np.float32, np.float64):
+    if arr.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"{where}cost dtype must be float32 or float64, got {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"{where}cost must be 3-D [N, G+1, G+1], got {arr.ndim}-D")
@@ -158,11 +159,14 @@ def optimal_partition(cost, min_units: int = 1, backend: str = "auto") -> Partit
             inf entry with ``a < b``; ``min_units < 1``.
     """
     min_units = _check_min_units(min_units)
-    arr = _as_cost_array(cost)
     if _resolve_backend(backend) == "cpp":
-        bounds, total = _cpp.optimal_partition(arr, min_units)
+        # A C-contiguous float array goes straight to C++, which checks shape, dtype and values
+        # itself (same messages); anything else is converted first.
+        if not (isinstance(cost, np.ndarray) and cost.flags.c_contiguous and cost.dtype in _FLOAT_DTYPES):
+            cost = _as_cost_array(cost)
+        bounds, total = _cpp.optimal_partition(cost, min_units)
         return Partition(bounds, total)
-    return _solve_numba(arr, min_units)
+    return _solve_numba(_as_cost_array(cost), min_units)
 
 
 def _default_threads() -> int:
@@ -207,7 +211,7 @@ def optimal_partition_batch(
     # Cheap pass: only non-numpy or non-contiguous tables are converted here; shapes, dtypes and
     # values are checked by the backend (in C++ inside the worker threads).
     tables = [
-        c if isinstance(c, np.ndarray) and c.flags.c_contiguous and c.dtype in (np.float32, np.float64)
+        c if isinstance(c, np.ndarray) and c.flags.c_contiguous and c.dtype in _FLOAT_DTYPES
         else _as_cost_array(c, f"costs[{i}]: ")
         for i, c in enumerate(costs)
     ]
@@ -251,7 +255,8 @@ def exhaustive_partition(cost, min_units: int = 1) -> Partition:
         if min_units > 1:
             bounds = bounds[(np.diff(bounds, axis=1) >= min_units).all(axis=1)]
         if bounds.shape[0]:
-            totals = arr[sub, bounds[:, :-1], bounds[:, 1:]].astype(np.float64).sum(axis=1)
+            with np.errstate(over="ignore"):  # overflow is reported below, by name
+                totals = arr[sub, bounds[:, :-1], bounds[:, 1:]].astype(np.float64).sum(axis=1)
             k = int(np.argmin(totals))  # first minimum: lexicographically smallest on ties
             if totals[k] < best_cost:
                 best_cost, best_bounds = float(totals[k]), bounds[k].copy()
