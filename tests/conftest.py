@@ -32,3 +32,40 @@ def humanml3d_fixture() -> Path:
 def kitml_fixture() -> Path:
     """../shared/fixtures/kitml: the real KIT-ML annotations.json (TMR layout) and splits/."""
     return _fixture_dir("kitml")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_dataset(tmp_path_factory) -> Path:
+    """A 16-motion synthetic set in the HumanML3D layout (seconds to make)."""
+    from mate.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    write_dataset(root, num_motions=16, seed=3, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_encoder_dir(tmp_path_factory, tiny_synthetic_dataset) -> Path:
+    """A tiny randomly initialised DistilBERT (real architecture, 2 layers of width 32) and a
+    WordPiece vocabulary covering the synthetic captions, saved with save_pretrained: usable as
+    the encoder spec ``hf:<dir>`` wherever MiniLM would be too slow for a test."""
+    import re
+
+    import torch
+    import transformers
+
+    words = set()
+    for path in (tiny_synthetic_dataset / "texts").glob("*.txt"):
+        for line in path.read_text().splitlines():
+            words.update(re.findall(r"[a-z]+", line.split("#")[0].lower()))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = specials + sorted(words) + [f"##{c}" for c in letters] + letters + [".", ","]
+    tokenizer = transformers.BertTokenizerFast(vocab={t: i for i, t in enumerate(dict.fromkeys(vocab))})
+    torch.manual_seed(0)
+    config = transformers.DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2,
+                                           hidden_dim=64, max_position_embeddings=128)
+    out = tmp_path_factory.mktemp("tiny_distilbert")
+    transformers.DistilBertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,263 @@
+"""The MATE model (paper, Sec. 3): motion encoder/decoder, word localisation, and the losses.
+
+Per batch of triplets (t_i, m_i, w_i) -- caption, motion, one sampled word of the caption:
+
+    F^m_i, f^m_i = MotionEncoder(m_i)                      frame features, sequence feature
+    f^t_i        = SentProj(TextEncoder(t_i))              sentence feature
+    f^e_{w_i}    = Proj(WE(w_i))                           word feature (mean over its tokens)
+    f^{m_i}_{w_i} = MultiHead(Q = f^e_{w_i}, K = (1 + lam prior) . F^m_i, V = F^m_i)   (Eqs. 2-4)
+
+    L_rec   = |m_i - Decoder(f^m_i)|_1
+    L_sent  = InfoNCE(f^t, f^m)
+    L_self  = CE(cos(f^{m_i}_{w_i}, P_k) / tau over the K prototypes, target w_i)   (Eq. 5)
+    L_cross = mean_{j in N(i)} |cos(f^{m_i}_{w_i}, f^{m_i}_{w_j})| + |cos(f^{m_i}_{w_i}, f^{m_j}_{w_i})|
+    L_align = InfoNCE(f^e_w, f^{m}_{w})                                             (Eq. 6)
+    L_all   = L_rec + lambda1 (L_self + L_cross + L_align) + lambda2 L_sent
+
+Only the text encoder's word-embedding table learns on the text side (the rest of the encoder is
+frozen but differentiable); everything else here learns.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .motion import MotionDecoder, MotionEncoder, reconstruction_loss
+
+__all__ = ["LossWeights", "MATEConfig", "MATEModel", "WordQueryAttention"]
+
+PRIOR_VARIANTS = ("none", "binary", "gaussian_in_segment", "gaussian")
+
+
+@dataclass
+class MATEConfig:
+    """Model and loss hyper-parameters. Defaults are the paper's."""
+
+    d_model: int = 512                 # D: motion features, prototypes, Proj
+    motion_layers: int = 6
+    motion_heads: int = 4
+    motion_ff: int = 1024
+    motion_dropout: float = 0.1
+    attention_heads: int = 8           # word-query attention
+    attention_dropout: float = 0.1     # on the attention weights
+    prior_lambda: float = 0.1          # lambda in K = (1 + lambda prior) . F^m
+    prior_variant: str = "gaussian"    # none | binary | gaussian_in_segment | gaussian
+    tau: float = 0.05                  # every contrastive term
+    lambda_word: float = 0.1           # lambda1
+    lambda_sent: float = 0.1           # lambda2
+    num_negatives: int = 8             # |N(i)| for L_cross
+    use_rec: bool = True
+    use_sent: bool = True
+    use_self: bool = True
+    use_cross: bool = True
+    use_align: bool = True
+    max_len: int = 200
+
+    def __post_init__(self):
+        if self.prior_variant not in PRIOR_VARIANTS:
+            raise ValueError(f"prior_variant must be one of {PRIOR_VARIANTS}, got {self.prior_variant!r}")
+        if self.d_model % self.attention_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by attention_heads={self.attention_heads}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
+    @property
+    def uses_word_losses(self) -> bool:
+        return self.use_self or self.use_cross or self.use_align
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LossWeights:
+    """The value of each loss term of one step (float tensors), and their weighted sum."""
+
+    total: torch.Tensor
+    terms: dict = field(default_factory=dict)
+
+
+class WordQueryAttention(nn.Module):
+    """8-head attention of word queries over motion frames with the segment prior (Eqs. 2-4).
+
+    Keys are projected once per motion without bias (the prior is a per-frame scalar, so scaling
+    F^m before W_k equals scaling F^m W_k after it; the key bias adds a per-query constant that
+    cancels in the softmax), which is what :func:`mate.ops.gaussian_word_attention` computes.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.head_dim, self.dropout = num_heads, d_model // num_heads, dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def project_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F^m [B, T, D] -> k, v [B, T, H, d], once per motion."""
+        B, T, _ = frames.shape
+        k = self.k_proj(frames).view(B, T, self.num_heads, self.head_dim)
+        v = self.v_proj(frames).view(B, T, self.num_heads, self.head_dim)
+        return k, v
+
+    def forward(self, queries: torch.Tensor, k: torch.Tensor, v: torch.Tensor, motion_idx: torch.Tensor,
+                center: torch.Tensor, sigma: torch.Tensor, lengths: torch.Tensor, lam: float,
+                prior: torch.Tensor | None = None, impl: str = "auto") -> torch.Tensor:
+        """queries [Q, D] word features; k, v from :meth:`project_frames`; motion_idx [Q] int64;
+        center, sigma [Q] frames (sigma <= 0: no prior); lengths [B]; prior: optional [Q, T]
+        (ablation variants). Returns f^m_w [Q, D]."""
+        Q = queries.shape[0]
+        q = self.q_proj(queries).view(Q, self.num_heads, self.head_dim)
+        dropout_p = self.dropout if self.training else 0.0
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else None
+        out = ops.gaussian_word_attention(q, k, v, motion_idx, center, sigma, lengths, lam,
+                                          dropout_p=dropout_p, seed=seed, impl=impl, prior=prior)
+        return self.out_proj(out.reshape(Q, -1))
+
+
+class MATEModel(nn.Module):
+    """Text encoder (only its word table learns) + motion encoder/decoder + word localisation +
+    prototypes. ``impl`` selects the ops' implementation ("reference" = eager, "auto"/"triton" =
+    fused), so ``--fused`` swaps kernels without touching the model."""
+
+    def __init__(self, text_encoder, feature_dim: int, num_prototypes: int, config: MATEConfig | None = None,
+                 impl: str = "reference"):
+        super().__init__()
+        self.config = config = config or MATEConfig()
+        self.impl = impl
+        D = config.d_model
+        self.text_encoder = text_encoder
+        self.sentence_proj = nn.Linear(text_encoder.output_dim, D)
+        self.word_proj = nn.Linear(text_encoder.embedding_dim, D)  # Proj
+        motion_kw = dict(d_model=D, num_layers=config.motion_layers, num_heads=config.motion_heads,
+                         ff_dim=config.motion_ff, dropout=config.motion_dropout, max_len=config.max_len)
+        self.motion_encoder = MotionEncoder(feature_dim, **motion_kw)
+        self.motion_decoder = MotionDecoder(feature_dim, **motion_kw)
+        self.word_attention = WordQueryAttention(D, config.attention_heads, config.attention_dropout)
+        self.prototypes = nn.Parameter(torch.randn(max(1, num_prototypes), D) * 0.02)
+
+    # ----------------------------------------------------------------------------------- set-up
+    @torch.no_grad()
+    def init_prototypes(self, vocab_token_ids: Sequence[Sequence[int]], batch: int = 4096) -> None:
+        """P_k <- Proj(WE(word_k)) (the word's embedding itself when its width is already D)."""
+        if len(vocab_token_ids) != self.prototypes.shape[0]:
+            raise ValueError(f"{len(vocab_token_ids)} vocabulary words for {self.prototypes.shape[0]} prototypes")
+        for start in range(0, len(vocab_token_ids), batch):
+            emb = self.text_encoder.embed_words(vocab_token_ids[start:start + batch])
+            if emb.shape[-1] != self.config.d_model:
+                emb = self.word_proj(emb)
+            self.prototypes[start:start + emb.shape[0]] = emb.to(self.prototypes.dtype)
+
+    def parameter_groups(self, lr_word_embeddings: float, lr_rest: float, weight_decay: float = 0.01) -> list[dict]:
+        """AdamW groups: the word-embedding table at its own lr with no weight decay (decay would
+        move rows the batch never touched), everything else that learns at ``lr_rest``."""
+        table = self.text_encoder.word_embeddings.weight
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and p is not table]
+        return [
+            {"params": [table], "lr": lr_word_embeddings, "weight_decay": 0.0, "name": "word_embeddings"},
+            {"params": rest, "lr": lr_rest, "weight_decay": weight_decay, "name": "rest"},
+        ]
+
+    # -------------------------------------------------------------------------------- features
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence features f^t [B, D]."""
+        return self.sentence_proj(self.text_encoder(input_ids, attention_mask))
+
+    def encode_words(self, word_token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Word features f^e_w = Proj(WE(w)) [W, D] (multi-token words: mean of their tokens)."""
+        return self.word_proj(self.text_encoder.embed_words(word_token_ids))
+
+    def encode_motion(self, motion: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F^m [B, T, D], f^m [B, D])."""
+        return self.motion_encoder(motion, lengths)
+
+    def localise_words(self, word_features, frames, lengths, motion_idx, center, sigma) -> torch.Tensor:
+        """f^{m}_{w} [Q, D]: word features [Q, D] attending to frames [B, T, D] of motion_idx [Q]."""
+        k, v = self.word_attention.project_frames(frames)
+        return self._attend(word_features, k, v, motion_idx, center, sigma, lengths)
+
+    def _attend(self, queries, k, v, motion_idx, center, sigma, lengths):
+        cfg = self.config
+        prior, lam = None, cfg.prior_lambda
+        if cfg.prior_variant == "none":
+            lam = 0.0
+        elif cfg.prior_variant != "gaussian":
+            prior = ops.prior_weights(center, sigma, k.shape[1], cfg.prior_variant).to(k.dtype)
+        return self.word_attention(queries, k, v, motion_idx, center, sigma, lengths, lam, prior=prior, impl=self.impl)
+
+    # ---------------------------------------------------------------------------------- losses
+    def forward(self, batch: dict) -> LossWeights:
+        """One training step's losses.
+
+        batch: ``motion`` [B, T, F] float32, ``lengths`` [B] int64, ``input_ids``/``attention_mask``
+        [B, L] (the captions), and for the word losses ``word_token_ids`` (list of B token-id
+        lists), ``word_target`` [B] int64 (prototype index), ``segment_start``/``segment_end`` [B]
+        frames of the word's sub-text clip.
+        """
+        cfg = self.config
+        motion, lengths = batch["motion"], batch["lengths"]
+        frames, f_m = self.encode_motion(motion, lengths)
+        terms: dict[str, torch.Tensor] = {}
+        total = motion.new_zeros(())
+        if cfg.use_rec:
+            rec = self.motion_decoder(f_m, lengths, motion.shape[1])
+            terms["rec"] = reconstruction_loss(motion, rec, lengths)
+            total = total + terms["rec"]
+        f_t = None
+        if cfg.use_sent or cfg.use_cross:
+            f_t = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        if cfg.use_sent:
+            terms["sent"] = ops.info_nce(f_t, f_m, tau=cfg.tau, impl=self.impl)
+            total = total + cfg.lambda_sent * terms["sent"]
+        if cfg.uses_word_losses:
+            word_terms = self.word_losses(batch, frames, lengths, f_t)
+            terms.update(word_terms)
+            total = total + cfg.lambda_word * sum(word_terms.values())
+        return LossWeights(total, terms)
+
+    def word_losses(self, batch: dict, frames: torch.Tensor, lengths: torch.Tensor, f_t: torch.Tensor | None) -> dict:
+        cfg = self.config
+        B = frames.shape[0]
+        device = frames.device
+        f_e = self.encode_words(batch["word_token_ids"])                     # f^e_w [B, D]
+        start = batch["segment_start"].to(device=device, dtype=torch.float32)
+        end = batch["segment_end"].to(device=device, dtype=torch.float32)
+        own_center, own_sigma = (start + end) / 2, (end - start) / 2
+        arange = torch.arange(B, device=device)
+        queries, motion_idx, center, sigma = [f_e], [arange], [own_center], [own_sigma]
+        num_neg = min(cfg.num_negatives, B - 1) if cfg.use_cross else 0
+        if num_neg > 0:
+            # N(i): the samples j != i whose sentence is least similar to word i (selection only).
+            with torch.no_grad():
+                sim = F.normalize(f_e, dim=-1) @ F.normalize(f_t, dim=-1).T
+                sim.fill_diagonal_(float("inf"))
+                negatives = sim.topk(num_neg, dim=1, largest=False).indices      # [B, n]
+            no_prior = torch.zeros(B * num_neg, device=device)
+            # f^{m_i}_{w_j}: word j on motion i; f^{m_j}_{w_i}: word i on motion j; no prior
+            # (a cross query has no segment in the queried motion).
+            queries += [f_e[negatives.reshape(-1)], f_e.repeat_interleave(num_neg, 0)]
+            motion_idx += [arange.repeat_interleave(num_neg), negatives.reshape(-1)]
+            center += [no_prior, no_prior]
+            sigma += [no_prior, no_prior]
+        k, v = self.word_attention.project_frames(frames)
+        out = self._attend(torch.cat(queries), k, v, torch.cat(motion_idx), torch.cat(center),
+                           torch.cat(sigma), lengths)
+        f_mw = out[:B]                                                        # f^{m_i}_{w_i}
+        terms = {}
+        if cfg.use_self:
+            terms["self"] = ops.prototype_cross_entropy(f_mw, self.prototypes, batch["word_target"].to(device),
+                                                        tau=cfg.tau, impl=self.impl)
+        if cfg.use_align:
+            terms["align"] = ops.info_nce(f_e, f_mw, tau=cfg.tau, impl=self.impl)
+        if num_neg > 0:
+            other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
+            other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
+            anchor = f_mw[:, None, :]
+            terms["cross"] = (F.cosine_similarity(anchor, other_word, dim=-1).abs().mean()
+                              + F.cosine_similarity(anchor, other_motion, dim=-1).abs().mean())
+        return terms

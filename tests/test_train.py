@@ -1,0 +1,92 @@
+"""`python -m mate.train` end to end on a tiny synthetic set with a tiny encoder."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mate import train
+
+
+def run_args(data, encoder_dir, out, *extra):
+    return ["--data", str(data), "--encoder", f"hf:{encoder_dir}", "--out", str(out), "--stage0-epochs", "1",
+            "--epochs", "2", "--batch-size", "8", "--max-steps", "3", "--log-every", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train.main(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, out))
+    return out, summary
+
+
+def test_run_directory_contents(finished_run):
+    out, summary = finished_run
+    for name in ("train.log", "metrics.csv", "summary.json", "subtexts.json", "vocab.json", "segments.json",
+                 "stage0/model.pt", "stage1/model.pt", "encoder/config.json", "encoder/mate_text_encoder.json"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    assert summary["stage0"]["steps"] == 3 and summary["stage1"]["steps"] == 3
+    assert summary["trainable_parameters"]["touched_rows"] > 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    names = {(r["stage"], r["name"]) for r in rows if r["split"] == "train"}
+    assert {("stage0", "rec"), ("stage0", "sent")} <= names
+    assert {("stage1", n) for n in ("self", "cross", "align", "rec", "sent")} <= names
+    assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN
+
+
+def test_segments_are_valid_partitions(finished_run):
+    out, _ = finished_run
+    segments = json.loads((out / "segments.json").read_text())
+    subtexts = json.loads((out / "subtexts.json").read_text())
+    assert segments.keys() == subtexts.keys()
+    segmented = 0
+    for key, seg in segments.items():
+        bounds = seg["bounds_frames"]
+        assert bounds[0] == 0 and all(a < b for a, b in zip(bounds, bounds[1:]))
+        assert len(bounds) == len(seg["subtexts"]) + 1
+        segmented += len(seg["subtexts"]) > 1
+    assert segmented > 0
+
+
+def test_export_loads_without_mate_and_only_word_rows_changed(finished_run, tiny_hf_encoder_dir, tmp_path):
+    out, _ = finished_run
+    code = ("import transformers, sys; m = transformers.AutoModel.from_pretrained(sys.argv[1]); "
+            "assert 'mate' not in sys.modules; print(type(m).__name__)")
+    result = subprocess.run([sys.executable, "-P", "-c", code, str(out / "encoder")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    import transformers
+
+    original = transformers.AutoModel.from_pretrained(tiny_hf_encoder_dir).state_dict()
+    exported = transformers.AutoModel.from_pretrained(out / "encoder").state_dict()
+    assert original.keys() == exported.keys()
+    changed = [k for k in original if not torch.equal(original[k], exported[k])]
+    assert changed == ["embeddings.word_embeddings.weight"]
+
+
+def test_rerun_reuses_every_stage(finished_run, tiny_synthetic_dataset, tiny_hf_encoder_dir):
+    out, _ = finished_run
+    before = (out / "stage1" / "model.pt").stat().st_mtime_ns
+    train.main(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, out))
+    log = (out / "train.log").read_text()
+    for stage in ("subtexts: reusing", "stage0: reusing", "segments: reusing", "stage1: reusing"):
+        assert stage in log
+    assert (out / "stage1" / "model.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--epochs", "-1"], "--epochs must be positive"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--data", "/nonexistent/dir"], "is not a directory"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--epochs", "-2"], "error"),
+])
+def test_bad_arguments_exit_with_a_message(argv, fragment, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        train.main(["--out", str(tmp_path / "run"), *argv])
+    assert fragment in str(info.value)
