@@ -45,8 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_model=512, motion_layers=6, motion_heads=4, motion_ff=1024, synthetic_motions=14616,
     ),
     "cpu-small": dict(
-        batch_size=32, epochs=12, stage0_epochs=8, lr_word=2e-4, lr_rest=2e-4, weight_decay=0.01,
-        d_model=256, motion_layers=2, motion_heads=4, motion_ff=512, synthetic_motions=400,
+        batch_size=32, epochs=6, stage0_epochs=4, lr_word=2e-4, lr_rest=2e-4, weight_decay=0.01,
+        d_model=128, motion_layers=2, motion_heads=4, motion_ff=256, synthetic_motions=200,
     ),
 }
 LOSS_NAMES = ("rec", "sent", "self", "cross", "align")

@@ -51,13 +51,30 @@ def register_triton_impl(op: str, fn: Callable) -> None:
     _TRITON_IMPLS[op] = fn
 
 
+_kernels_import_error: BaseException | None = None
+
+
+def _load_kernels() -> None:
+    """Import mate.kernels once: each kernel module registers itself here. Failure (no triton on
+    this platform) is remembered and reported by :func:`triton_impl`."""
+    global _kernels_import_error
+    if _TRITON_IMPLS or _kernels_import_error is not None:
+        return
+    try:
+        import mate.kernels  # noqa: F401  (registers the Triton implementations)
+    except ImportError as err:
+        _kernels_import_error = err
+
+
 def triton_impl(op: str) -> Callable:
+    _load_kernels()
     try:
         return _TRITON_IMPLS[op]
     except KeyError:
         raise NotImplementedError(
-            f"{op}: impl='triton' is not available yet (the fused Triton kernels in mate.kernels "
-            "have not been registered); use impl='reference' or impl='compiled'"
+            f"{op}: impl='triton' is not available: the Triton kernels in mate.kernels are not "
+            f"registered ({_kernels_import_error or 'no kernel for this op'}); use impl='reference' "
+            "or impl='compiled'"
         ) from None
 
 
@@ -85,8 +102,10 @@ def resolve_impl(op: str, impl: str, device: torch.device) -> str:
     """The concrete implementation (``"reference" | "compiled" | "triton"``) for ``impl``."""
     if impl not in IMPLS:
         raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "auto" and device.type == "cuda" and op in _TRITON_IMPLS:
-        return "triton"
+    if impl == "auto" and device.type == "cuda":
+        _load_kernels()
+        if op in _TRITON_IMPLS:
+            return "triton"
     if torch.compiler.is_compiling() and impl in ("auto", "compiled"):
         return "reference"  # an outer torch.compile is tracing us: it compiles the reference inline
     if impl == "auto":
