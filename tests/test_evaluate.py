@@ -1,0 +1,163 @@
+"""mate.evaluate: antonym swaps, decomposition matching, and evaluate_run on a tiny finished run."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mate import evaluate as E
+from mate import train
+
+
+# ------------------------------------------------------------------------------- antonym swaps
+def swapped(caption):
+    return [s.swapped for s in E.antonym_swaps(caption)]
+
+
+def test_antonym_swaps_one_test_per_occurrence():
+    caption = "A person walks forward quickly, turns left and then raises the right hand up."
+    assert swapped(caption) == [
+        "A person walks backward quickly, turns left and then raises the right hand up.",
+        "A person walks forward slowly, turns left and then raises the right hand up.",
+        "A person walks forward quickly, turns right and then raises the right hand up.",
+        "A person walks forward quickly, turns left and then raises the left hand up.",
+        "A person walks forward quickly, turns left and then raises the right hand down.",
+    ]
+    pairs = [s.pair for s in E.antonym_swaps(caption)]
+    assert pairs == ["forward/backward", "quickly/slowly", "left/right", "left/right", "up/down"]
+
+
+@pytest.mark.parametrize("caption,expected", [
+    ("walks in a counter-clockwise circle", ["walks in a clockwise circle"]),
+    ("walks in a counter clockwise circle", ["walks in a clockwise circle"]),
+    ("Anticlockwise spin", ["Clockwise spin"]),
+    ("turns clockwise", ["turns counterclockwise"]),
+    ("LEFT-hand wave", ["RIGHT-hand wave"]),
+    ("steps backwards then goes upstairs fast", ["steps forwards then goes upstairs fast",
+                                                 "steps backwards then goes downstairs fast",
+                                                 "steps backwards then goes upstairs slow"]),
+    ("jumps up and down", []),                           # coordinated with its own antonym
+    ("moves from left to right", []),
+    ("sits down right after waving", ["sits up right after waving"]),   # "right after": no direction
+    ("leftover rightward upward", []),                   # whole words only
+])
+def test_antonym_swap_spellings_and_skips(caption, expected):
+    assert swapped(caption) == expected
+
+
+def test_antonym_accuracy_with_fake_scorers():
+    captions = ["a man turns left then walks forward", "someone jumps", "a person circles clockwise slowly"]
+    refs = [0, 1, 2]
+    truth = set(captions)
+    prefer_true = E.antonym_swap_accuracy(captions, refs, lambda t, r: [1.0 if x in truth else 0.0 for x in t])
+    assert prefer_true["overall"] == 100.0
+    assert prefer_true["counts"] == {**{p: 0 for p in E.ANTONYM_GROUPS}, "left/right": 1, "forward/backward": 1,
+                                     "clockwise/counterclockwise": 1, "quickly/slowly": 1, "total": 4}
+    assert prefer_true["per_pair"]["up/down"] is None and prefer_true["per_pair"]["left/right"] == 100.0
+    prefer_antonym = E.antonym_swap_accuracy(captions, refs, lambda t, r: [0.0 if x in truth else 1.0 for x in t])
+    assert prefer_antonym["overall"] == 0.0 and prefer_antonym["mean_margin"] == -1.0
+    constant = E.antonym_swap_accuracy(captions, refs, lambda t, r: np.zeros(len(t)))
+    assert constant["overall"] == 0.0                     # ties fail
+    # The scorer sees each swapped text with its own caption's motion.
+    seen = {}
+    E.antonym_swap_accuracy(captions, refs, lambda t, r: seen.update(zip(t, r)) or np.zeros(len(t)))
+    assert seen["a man turns right then walks forward"] == 0 and seen["a person circles counterclockwise slowly"] == 2
+    # A scorer that is right only about left/right: per-pair accuracies tell the pairs apart.
+    mixed = E.antonym_swap_accuracy(captions, refs, lambda t, r: [1.0 if x in truth else
+                                                                  2.0 * ("turns right" not in x) for x in t])
+    assert mixed["per_pair"]["left/right"] == 100.0 and mixed["per_pair"]["forward/backward"] == 0.0
+    assert mixed["overall"] == 25.0 and mixed["correct"]["total"] == 1
+    assert E.antonym_swap_accuracy(["no antonym here"], [0], lambda t, r: [])["overall"] is None
+
+
+def test_decomposition_normalisation():
+    truth = [["a man jumps", "walks forward", "sits down"]]
+    assert E.decomposition_accuracy([["A man jumps,", "and then walks forward", "Finally, sits down."]], truth) == \
+        {"exact": 100.0, "count": 100.0, "num_captions": 1}
+    assert E.decomposition_accuracy([["a man jumps", "sits down", "walks forward"]], truth)["exact"] == 0.0
+    assert E.decomposition_accuracy([["a man jumps and then walks forward", "sits down"]], truth) == \
+        {"exact": 0.0, "count": 0.0, "num_captions": 1}
+    assert E.normalise_subtexts(["after that he turns", "before jumping"]) == [("he", "turns"), ("jumping",)]
+
+
+# ------------------------------------------------------------------------------- a tiny run
+@pytest.fixture(scope="module")
+def tiny_run(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path_factory):
+    """A finished run in seconds: the tiny synthetic set with only 4 training motions and no
+    validation split (the segmentation stage encodes every training clip), the tiny encoder."""
+    data = tmp_path_factory.mktemp("evaldata")
+    for name in ("new_joint_vecs", "texts", "Mean.npy", "Std.npy", "segments.json", "test.txt"):
+        (data / name).symlink_to(tiny_synthetic_dataset / name)
+    train_ids = (tiny_synthetic_dataset / "train.txt").read_text().split()[:4]
+    (data / "train.txt").write_text("\n".join(train_ids) + "\n")
+    out = tmp_path_factory.mktemp("evalrun")
+    train.main(["--data", str(data), "--encoder", f"hf:{tiny_hf_encoder_dir}", "--out", str(out),
+                "--stage0-epochs", "1", "--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--no-export"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run):
+    return E.evaluate_run(tiny_run, split="test", progress=False)
+
+
+def test_evaluate_run_metrics(tiny_run, evaluated):
+    m = evaluated
+    assert set(m) >= {"retrieval", "antonym_swap_accuracy", "segmentation_boundary_error_s",
+                      "decomposition_accuracy", "meta", "t2m_standard"}
+    for variant in ("original", "baseline", "mate"):
+        for protocol in ("all", "threshold", "small_batches"):
+            for direction in ("t2m", "m2t"):
+                r = m["retrieval"][variant][protocol][direction]
+                assert set(r) == {"R@1", "R@2", "R@3", "R@5", "R@10", "MedR"}
+                assert all(0.0 <= r[f"R@{k}"] <= 100.0 for k in (1, 2, 3, 5, 10))
+                assert r["R@1"] <= r["R@2"] <= r["R@3"] <= r["R@5"] <= r["R@10"]
+                assert r["MedR"] >= 1.0
+            # a threshold positive can only help
+            assert m["retrieval"][variant]["threshold"]["t2m"]["R@1"] >= m["retrieval"][variant]["all"]["t2m"]["R@1"]
+        acc = m["antonym_swap_accuracy"][variant]
+        assert set(acc) >= {"overall", "per_pair", "counts"}
+        assert acc["counts"]["total"] > 0 and 0.0 <= acc["overall"] <= 100.0
+        assert sum(v for k, v in acc["counts"].items() if k != "total") == acc["counts"]["total"]
+        std = m["t2m_standard"][variant]
+        assert 0 <= std["R_precision_top1"] <= std["R_precision_top2"] <= std["R_precision_top3"] <= 1
+    assert m["antonym_swap_accuracy"]["original"]["counts"] == m["antonym_swap_accuracy"]["mate"]["counts"]
+    seg = m["segmentation_boundary_error_s"]
+    assert seg["num_captions"] > 0 and seg["dp"] >= 0.0 and seg["uniform"] >= 0.0
+    dec = m["decomposition_accuracy"]
+    assert 0.0 <= dec["exact"] <= dec["count"] <= 100.0 and dec["num_captions"] == m["meta"]["num_captions"]
+    meta = m["meta"]
+    assert meta["split"] == "test" and meta["num_captions"] >= meta["num_clips"] > 0
+    on_disk = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    assert on_disk["retrieval"] == json.loads(json.dumps(m["retrieval"]))
+    report = (tiny_run / "eval" / "report.md").read_text()
+    for heading in ("Retrieval", "Antonym-swap accuracy", "Segmentation", "Text decomposition"):
+        assert heading in report
+
+
+def test_original_variant_resets_only_the_word_table(tiny_run, tiny_hf_encoder_dir):
+    import transformers
+
+    baseline = E.load_stage_model(tiny_run, 0)
+    original = E.load_stage_model(tiny_run, 0, original_word_embeddings=True)
+    fresh = transformers.AutoModel.from_pretrained(tiny_hf_encoder_dir).get_input_embeddings().weight
+    assert torch.equal(original.text_encoder.word_embeddings.weight, fresh)
+    assert not torch.equal(baseline.text_encoder.word_embeddings.weight, fresh)
+    a, b = baseline.state_dict(), original.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["text_encoder.model.embeddings.word_embeddings.weight"]
+    assert not baseline.training
+
+
+def test_missing_stage_is_named(tiny_run, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_run, partial, ignore=shutil.ignore_patterns("stage1", "eval", "tensorboard"))
+    with pytest.raises(E.RunDirectoryError, match=r"stage1/model\.pt \(stage 1 \(MATE\) has not finished\).*"
+                                                  r"python -m mate\.train --out"):
+        E.evaluate_run(partial, progress=False)
+    with pytest.raises(SystemExit, match="stage1/model.pt"):
+        E.main([str(partial)])
+    with pytest.raises(E.RunDirectoryError, match="is not a directory"):
+        E.load_stage_model(tmp_path / "nowhere", 0)
