@@ -1,3 +1,13 @@
-"""mate.kernels: Triton kernels for MATE's hot losses (installed as ``mate.kernels``, never as a
-top-level ``kernels``). The Gaussian-prior word-query attention and prototype cross-entropy
-kernels arrive with the fused-kernels work; the public entry points are ``mate.ops``."""
+"""mate.kernels: fused Triton kernels for MATE's hot ops (installed as ``mate.kernels``, never as a
+top-level ``kernels``).
+
+Importing this package registers each kernel with :mod:`mate.ops` (``impl="triton"``, and
+``impl="auto"`` on CUDA). On CPU the kernels run under ``TRITON_INTERPRET=1`` (tests only: the
+interpreter is numpy, one program at a time).
+
+* :mod:`mate.kernels.gaussian_attention` -- Gaussian-prior word-query attention, forward and
+  backward, online softmax over frames, log-sum-exp kept for the backward.
+* :mod:`mate.kernels.prototype_ce` -- cosine prototype cross-entropy blocked over K with an online
+  log-sum-exp; never materialises the N x K logits.
+"""
+from . import gaussian_attention, prototype_ce  # noqa: F401  (each registers itself with mate.ops)

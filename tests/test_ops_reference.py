@@ -557,9 +557,12 @@ def test_info_nce_symmetric_and_matches_two_directions(impl):
 # ----------------------------------------------------------------------------- dispatch
 
 
-def test_triton_impl_not_implemented_yet():
+def test_triton_impl_unavailable_without_kernels(monkeypatch):
+    # As on a platform without triton: the registry is empty and mate.kernels failed to import.
+    monkeypatch.setattr(_common, "_TRITON_IMPLS", {})
+    monkeypatch.setattr(_common, "_kernels_import_error", ImportError("no triton here"))
     q, k, v, mi, c, s, lengths = attention_inputs(seed=29)
-    with pytest.raises(NotImplementedError, match="triton.*not available"):
+    with pytest.raises(NotImplementedError, match="triton.*not available.*no triton here"):
         ops.gaussian_word_attention(q, k, v, mi, c, s, lengths, LAM, impl="triton")
     features, prototypes, target = ce_inputs(seed=29)
     with pytest.raises(NotImplementedError, match="triton"):
@@ -569,8 +572,10 @@ def test_triton_impl_not_implemented_yet():
 def test_auto_resolution(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     expected_cpu = "compiled" if ops.compile_available() else "reference"
+    monkeypatch.setattr(_common, "_TRITON_IMPLS", {})
+    monkeypatch.setattr(_common, "_kernels_import_error", ImportError("no triton here"))
     assert ops.resolve_impl("gaussian_word_attention", "auto", cpu) == expected_cpu
-    assert ops.resolve_impl("gaussian_word_attention", "auto", cuda) == expected_cpu  # no kernel yet
+    assert ops.resolve_impl("gaussian_word_attention", "auto", cuda) == expected_cpu  # no kernel
     monkeypatch.setattr(_common, "_compile_supported", lambda: False)
     assert ops.resolve_impl("prototype_cross_entropy", "auto", cpu) == "reference"
     with pytest.raises(RuntimeError, match="compiled"):
