@@ -82,7 +82,8 @@ Table describe(const py::array& arr, const std::string& where) {
 template <typename T>
 Result solve_typed(const T* cost, int64_t N, int64_t G, int64_t min_units, const std::string& where) {
     const int64_t S = G + 1;  // row stride
-    if (N * min_units > G) {
+    // Written without N * min_units, which overflows int64 for huge min_units.
+    if (min_units > G || N > G / min_units) {
         throw std::invalid_argument(where + "N * min_units = " + std::to_string(N) + " * " +
                                     std::to_string(min_units) + " exceeds G = " +
                                     std::to_string(G) + " grid units (N > G when min_units = 1)");

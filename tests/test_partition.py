@@ -175,6 +175,8 @@ BAD_INPUTS = [
     ("min_units_negative", _good(), {"min_units": -2}, "min_units must be >= 1"),
     ("min_units_float", _good(), {"min_units": 1.5}, "min_units must be an integer"),
     ("min_units_bool", _good(), {"min_units": True}, "min_units must be an integer"),
+    # N * min_units overflows int64 here: must still be a ValueError, never a segfault.
+    ("min_units_huge", _good(), {"min_units": 3074457345618258603}, "exceeds G = 5"),
     ("overflow", np.full((3, 4, 4), 1e308), {}, "overflows float64"),
 ]
 
