@@ -324,9 +324,10 @@ def _bwd_dp_kernel(F, P, F_HAT, NORM_F, NORM_P, Y, LSE, W, W_MAX, DP, N, K, D, s
 
 # ----------------------------------------------------------------------------- launch configuration
 
-# Per-kernel tiles. GPU values were chosen by compiling every kernel for sm_90 (ptxas -v through
-# triton.compile, no GPU needed) and keeping the largest tiles without register spills; they are
-# not yet tuned by timing. Backward D slices of 128 mean z is recomputed D/128 times per kernel.
+# Per-kernel tiles. The GPU values come from compiling every kernel for sm_90 with triton.compile
+# (ptxas -v, no GPU needed): the largest tiles that keep wgmma and spill at most ~100 bytes
+# (bf16/fp16/fp32; 0 for the bf16 forward). Not yet tuned by timing on a GPU. Backward D slices
+# of 128 mean each backward kernel recomputes z D/128 times.
 _GPU_CONFIG = {
     "fwd": dict(BLOCK_M=64, BLOCK_K=64, BLOCK_D=64, num_warps=8, num_stages=3),
     "df": dict(BLOCK_M=64, BLOCK_K=32, BLOCK_D=32, BLOCK_DO=128, num_warps=8, num_stages=2),

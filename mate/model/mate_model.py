@@ -15,9 +15,26 @@ Per batch of triplets (t_i, m_i, w_i) -- caption, motion, one sampled word of th
     L_all   = L_rec + lambda1 (L_self + L_cross + L_align) + lambda2 L_sent
 
 Only the text encoder's word-embedding table learns on the text side (the rest of the encoder is
-frozen but differentiable); everything else here learns.
+frozen but differentiable); everything else that an enabled loss reaches learns. Parameters that
+no enabled loss reaches (stage 0: Proj, the word attention and the prototypes) get
+``requires_grad=False`` (:meth:`MATEModel.freeze_unreached`), so that DDP needs no
+``find_unused_parameters``.
+
+**Several processes** (``mate.distributed``): with ``model.batch_gather`` set to a
+:class:`mate.distributed.BatchGather`, each rank holds B/N samples and the losses are those of the
+global batch: L_sent and L_align run on gathered features; for L_cross the negatives N(i) are
+chosen over the global batch, every rank computes the word queries that read *its* motions (the
+word features are gathered first) and the outputs are gathered back into the single-process
+order; L_rec and L_self are per-sample means of the local samples (DDP's average makes them global
+means). With the gather's summing backward and DDP's averaging, each parameter gets exactly the
+single-process gradient.
+
+**Mixed precision**: under ``torch.autocast`` the encoders and the word attention run in the
+autocast dtype; every loss is computed in float32 with autocast off.
 """
 from __future__ import annotations
+
+import math
 
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -61,10 +78,27 @@ class MATEConfig:
     def __post_init__(self):
         if self.prior_variant not in PRIOR_VARIANTS:
             raise ValueError(f"prior_variant must be one of {PRIOR_VARIANTS}, got {self.prior_variant!r}")
+        for name in ("d_model", "motion_layers", "motion_heads", "motion_ff", "attention_heads", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.num_negatives, bool) or not isinstance(self.num_negatives, int) or self.num_negatives < 0:
+            raise ValueError(f"num_negatives must be an integer >= 0, got {self.num_negatives!r}")
         if self.d_model % self.attention_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by attention_heads={self.attention_heads}")
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.d_model % self.motion_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by motion_heads={self.motion_heads}")
+        # `not (x > 0)` rather than `x <= 0`: NaN fails every comparison and must be rejected too.
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError(f"tau must be a finite number > 0, got {self.tau}")
+        for name in ("prior_lambda", "lambda_word", "lambda_sent"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("motion_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not (0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
 
     @property
     def uses_word_losses(self) -> bool:
@@ -114,7 +148,11 @@ class WordQueryAttention(nn.Module):
         Q = queries.shape[0]
         q = self.q_proj(queries).view(Q, self.num_heads, self.head_dim)
         dropout_p = self.dropout if self.training else 0.0
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else None
+        # A per-call seed from the global RNG (reproducible under torch.manual_seed); inside a
+        # torch.compile'd caller no torch.Generator can be made: the op draws from the global RNG.
+        seed = None
+        if dropout_p > 0 and not torch.compiler.is_compiling():
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         out = ops.gaussian_word_attention(q, k, v, motion_idx, center, sigma, lengths, lam,
                                           dropout_p=dropout_p, seed=seed, impl=impl, prior=prior)
         return self.out_proj(out.reshape(Q, -1))
@@ -140,6 +178,35 @@ class MATEModel(nn.Module):
         self.motion_decoder = MotionDecoder(feature_dim, **motion_kw)
         self.word_attention = WordQueryAttention(D, config.attention_heads, config.attention_dropout)
         self.prototypes = nn.Parameter(torch.randn(max(1, num_prototypes), D) * 0.02)
+        # None: one process. A mate.distributed.BatchGather: the losses see the global batch.
+        self.batch_gather = None
+        self.frozen_unreached = self.freeze_unreached()
+
+    def freeze_unreached(self) -> list[str]:
+        """``requires_grad=False`` on the parameters no enabled loss reaches (they would get no
+        gradient: DDP then needs no ``find_unused_parameters``, and AdamW skipped them anyway).
+        Returns the names of the frozen modules."""
+        cfg = self.config
+        word = cfg.uses_word_losses
+        unreached = {
+            "word_proj": not word,
+            "word_attention": not word,
+            "prototypes": not cfg.use_self,
+            "sentence_proj": not cfg.use_sent,     # L_cross reads f^t only to pick negatives
+            "motion_decoder": not cfg.use_rec,
+            "motion_encoder": not (cfg.use_rec or cfg.use_sent or word),
+            "text_encoder.word_embeddings": not (cfg.use_sent or word),
+        }
+        frozen = []
+        for name, off in unreached.items():
+            if not off:
+                continue
+            target = self.text_encoder.word_embeddings if name == "text_encoder.word_embeddings" else getattr(self, name)
+            params = [target] if isinstance(target, nn.Parameter) else list(target.parameters())
+            for p in params:
+                p.requires_grad_(False)
+            frozen.append(name)
+        return frozen
 
     # ----------------------------------------------------------------------------------- set-up
     @torch.no_grad()
@@ -172,6 +239,17 @@ class MATEModel(nn.Module):
         """Word features f^e_w = Proj(WE(w)) [W, D] (multi-token words: mean of their tokens)."""
         return self.word_proj(self.text_encoder.embed_words(word_token_ids))
 
+    def _batch_word_features(self, batch: dict) -> torch.Tensor:
+        """f^e_w of a batch: from the collated ``word_flat_ids``/``word_offsets`` tensors when
+        present (no Python lists: torch.compile traces it without specialising on the ids), else
+        from ``word_token_ids``. Both are ``embedding_bag(mode="mean")`` of WE's rows."""
+        if "word_flat_ids" in batch:
+            table = self.text_encoder.word_embeddings.weight
+            emb = F.embedding_bag(batch["word_flat_ids"].to(table.device), table,
+                                  batch["word_offsets"].to(table.device), mode="mean")
+            return self.word_proj(emb)
+        return self.encode_words(batch["word_token_ids"])
+
     def encode_motion(self, motion: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F^m [B, T, D], f^m [B, D])."""
         return self.motion_encoder(motion, lengths)
@@ -196,68 +274,114 @@ class MATEModel(nn.Module):
 
         batch: ``motion`` [B, T, F] float32, ``lengths`` [B] int64, ``input_ids``/``attention_mask``
         [B, L] (the captions), and for the word losses ``word_token_ids`` (list of B token-id
-        lists), ``word_target`` [B] int64 (prototype index), ``segment_start``/``segment_end`` [B]
+        lists; or the tensors ``word_flat_ids`` [sum of lengths] and ``word_offsets`` [B]),
+        ``word_target`` [B] int64 (prototype index), ``segment_start``/``segment_end`` [B]
         frames of the word's sub-text clip.
+
+        With ``batch_gather`` set (several processes) B is this rank's share and the terms are
+        those of the global batch (module docstring); ``total`` is this rank's part of it
+        (its gradient, averaged over the ranks, is the global gradient).
         """
         cfg = self.config
+        gather = self.batch_gather if self.batch_gather is not None and self.batch_gather.enabled else None
         motion, lengths = batch["motion"], batch["lengths"]
         frames, f_m = self.encode_motion(motion, lengths)
+        device_type = motion.device.type
         terms: dict[str, torch.Tensor] = {}
-        total = motion.new_zeros(())
         if cfg.use_rec:
             rec = self.motion_decoder(f_m, lengths, motion.shape[1])
-            terms["rec"] = reconstruction_loss(motion, rec, lengths)
-            total = total + terms["rec"]
+            with torch.autocast(device_type, enabled=False):
+                terms["rec"] = reconstruction_loss(motion, rec, lengths)       # local per-sample mean
         f_t = None
         if cfg.use_sent or cfg.use_cross:
-            f_t = self.encode_text(batch["input_ids"], batch["attention_mask"])
+            # L_cross only ranks sentences to pick negatives: no graph unless L_sent needs one.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.use_sent):
+                f_t = self.encode_text(batch["input_ids"], batch["attention_mask"]).float()
+            if gather is not None:
+                f_t = gather(f_t)
         if cfg.use_sent:
-            terms["sent"] = ops.info_nce(f_t, f_m, tau=cfg.tau, impl=self.impl)
-            total = total + cfg.lambda_sent * terms["sent"]
+            f_m_all = f_m.float() if gather is None else gather(f_m.float())
+            with torch.autocast(device_type, enabled=False):
+                terms["sent"] = ops.info_nce(f_t, f_m_all, tau=cfg.tau, impl=self.impl)
         if cfg.uses_word_losses:
-            word_terms = self.word_losses(batch, frames, lengths, f_t)
-            terms.update(word_terms)
-            total = total + cfg.lambda_word * sum(word_terms.values())
+            terms.update(self.word_losses(batch, frames, lengths, f_t))
+        total = motion.new_zeros((), dtype=torch.float32)
+        if "rec" in terms:
+            total = total + terms["rec"]
+        if "sent" in terms:
+            total = total + cfg.lambda_sent * terms["sent"]
+        word_terms = [terms[k] for k in ("self", "align", "cross") if k in terms]
+        if word_terms:
+            total = total + cfg.lambda_word * sum(word_terms)
         return LossWeights(total, terms)
 
     def word_losses(self, batch: dict, frames: torch.Tensor, lengths: torch.Tensor, f_t: torch.Tensor | None) -> dict:
+        """L_self, L_cross, L_align. ``frames``/``lengths`` are this rank's motions; ``f_t`` is the
+        (global) sentence features, needed for L_cross's negatives."""
         cfg = self.config
-        B = frames.shape[0]
+        gather = self.batch_gather if self.batch_gather is not None and self.batch_gather.enabled else None
+        b = frames.shape[0]
         device = frames.device
-        f_e = self.encode_words(batch["word_token_ids"])                     # f^e_w [B, D]
+        device_type = device.type
+        f_e_local = self._batch_word_features(batch)                        # f^e_w [b, D]
         start = batch["segment_start"].to(device=device, dtype=torch.float32)
         end = batch["segment_end"].to(device=device, dtype=torch.float32)
-        own_center, own_sigma = (start + end) / 2, (end - start) / 2
+        center, sigma = (start + end) / 2, (end - start) / 2
+        if gather is not None:
+            f_e = gather(f_e_local)                                           # [B, D], global
+            center, sigma = gather.no_grad(center), gather.no_grad(sigma)
+            offset = gather.rank * b
+        else:
+            f_e, offset = f_e_local, 0
+        B = f_e.shape[0]
         arange = torch.arange(B, device=device)
-        queries, motion_idx, center, sigma = [f_e], [arange], [own_center], [own_sigma]
+        # The queries of the global batch, as (word, motion, prior): own, then the cross ones.
+        word_idx, motion_idx, centers, sigmas = [arange], [arange], [center], [sigma]
         num_neg = min(cfg.num_negatives, B - 1) if cfg.use_cross else 0
         if num_neg > 0:
             # N(i): the samples j != i whose sentence is least similar to word i (selection only).
-            with torch.no_grad():
-                sim = F.normalize(f_e, dim=-1) @ F.normalize(f_t, dim=-1).T
+            with torch.no_grad(), torch.autocast(device_type, enabled=False):
+                sim = F.normalize(f_e.float(), dim=-1) @ F.normalize(f_t.float(), dim=-1).T
                 sim.fill_diagonal_(float("inf"))
-                negatives = sim.topk(num_neg, dim=1, largest=False).indices      # [B, n]
+                negatives = sim.topk(num_neg, dim=1, largest=False).indices.reshape(-1)   # [B * n]
             no_prior = torch.zeros(B * num_neg, device=device)
             # f^{m_i}_{w_j}: word j on motion i; f^{m_j}_{w_i}: word i on motion j; no prior
             # (a cross query has no segment in the queried motion).
-            queries += [f_e[negatives.reshape(-1)], f_e.repeat_interleave(num_neg, 0)]
-            motion_idx += [arange.repeat_interleave(num_neg), negatives.reshape(-1)]
-            center += [no_prior, no_prior]
-            sigma += [no_prior, no_prior]
+            word_idx += [negatives, arange.repeat_interleave(num_neg)]
+            motion_idx += [arange.repeat_interleave(num_neg), negatives]
+            centers += [no_prior, no_prior]
+            sigmas += [no_prior, no_prior]
+        word_idx, motion_idx = torch.cat(word_idx), torch.cat(motion_idx)
+        centers, sigmas = torch.cat(centers), torch.cat(sigmas)
         k, v = self.word_attention.project_frames(frames)
-        out = self._attend(torch.cat(queries), k, v, torch.cat(motion_idx), torch.cat(center),
-                           torch.cat(sigma), lengths)
-        f_mw = out[:B]                                                        # f^{m_i}_{w_i}
-        terms = {}
-        if cfg.use_self:
-            terms["self"] = ops.prototype_cross_entropy(f_mw, self.prototypes, batch["word_target"].to(device),
-                                                        tau=cfg.tau, impl=self.impl)
-        if cfg.use_align:
-            terms["align"] = ops.info_nce(f_e, f_mw, tau=cfg.tau, impl=self.impl)
-        if num_neg > 0:
-            other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
-            other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
-            anchor = f_mw[:, None, :]
-            terms["cross"] = (F.cosine_similarity(anchor, other_word, dim=-1).abs().mean()
-                              + F.cosine_similarity(anchor, other_motion, dim=-1).abs().mean())
+        if gather is None:
+            out = self._attend(f_e[word_idx], k, v, motion_idx, centers, sigmas, lengths)
+        else:
+            # Each rank answers the queries that read its own motions, then the answers are
+            # gathered and put back in the global query order.
+            owner = torch.div(motion_idx, b, rounding_mode="floor")
+            counts = torch.bincount(owner, minlength=gather.world_size).tolist()   # the same on every rank
+            mine = (owner == gather.rank).nonzero().squeeze(1)
+            local = self._attend(f_e[word_idx[mine]], k, v, motion_idx[mine] - offset, centers[mine],
+                                 sigmas[mine], lengths)
+            order = torch.sort(owner, stable=True).indices                 # rank-major query order
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=device)
+            out = gather.varying(local, counts)[inverse]
+        with torch.autocast(device_type, enabled=False):
+            out = out.float()
+            f_mw = out[:B]                                                    # f^{m_i}_{w_i}, global
+            terms = {}
+            if cfg.use_self:  # per sample: the local rows (DDP's average makes it the global mean)
+                terms["self"] = ops.prototype_cross_entropy(f_mw[offset:offset + b], self.prototypes.float(),
+                                                            batch["word_target"].to(device), tau=cfg.tau,
+                                                            impl=self.impl)
+            if cfg.use_align:
+                terms["align"] = ops.info_nce(f_e.float(), f_mw, tau=cfg.tau, impl=self.impl)
+            if num_neg > 0:
+                other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
+                other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
+                anchor = f_mw[:, None, :]
+                terms["cross"] = (F.cosine_similarity(anchor, other_word, dim=-1).abs().mean()
+                                  + F.cosine_similarity(anchor, other_motion, dim=-1).abs().mean())
         return terms

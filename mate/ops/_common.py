@@ -208,6 +208,11 @@ def check_same_device(op: str, **tensors: torch.Tensor | None) -> None:
 def check_real(op: str, name: str, x, *, positive: bool = False) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise ValueError(f"{op}: {name} must be a real number, got {type(x).__name__}")
+    if torch.compiler.is_compiling():
+        # Under torch.compile a float that changed between calls is traced as a symbolic value:
+        # it is not known while tracing, and math.isfinite on it would break the graph. Its range
+        # is checked in eager calls only.
+        return x
     value = float(x)
     if not math.isfinite(value):
         raise ValueError(f"{op}: {name} must be finite, got {value}")
@@ -218,8 +223,8 @@ def check_real(op: str, name: str, x, *, positive: bool = False) -> float:
 
 def raise_first_failure(op: str, checks: list[tuple[torch.Tensor, str]]) -> None:
     """Evaluate boolean 0-d ``failed`` tensors with one host sync; raise for the first that holds."""
-    if not checks:
-        return
+    if not checks or any(c.is_meta for c, _ in checks):
+        return  # 'meta' tensors carry shapes only: there are no values to check
     failed = torch.stack([c for c, _ in checks]).tolist()  # the one device sync
     for bad, (_, message) in zip(failed, checks):
         if bad:
@@ -229,3 +234,15 @@ def raise_first_failure(op: str, checks: list[tuple[torch.Tensor, str]]) -> None
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half-precision inputs are computed in float32; float32/float64 as they are."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int64_scalar(op: str, name: str, x) -> int:
+    """A Python integer that fits int64 (what torch and the kernels take)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise ValueError(f"{op}: {name} must be an int, got {type(x).__name__}")
+    if not INT64_MIN <= int(x) <= INT64_MAX:
+        raise ValueError(f"{op}: {name} must fit in int64 [-2**63, 2**63 - 1], got {int(x)}")
+    return int(x)

@@ -143,6 +143,8 @@ def _dropout_keep_mask(shape, dropout_p: float, seed: int | None, device: torch.
             )
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
+    if generator is None:  # no generator= keyword: torch.compile cannot trace rand(generator=None) with dynamic sizes
+        return torch.rand(shape, device=device) >= dropout_p
     return torch.rand(shape, generator=generator, device=device) >= dropout_p
 
 
@@ -158,6 +160,8 @@ def _check_attention_args(q, k, v, motion_idx, center, sigma, lengths, lam, scal
         C.check_floating(OP, name, x)
     num_queries, num_heads, head_dim = q.shape
     num_motions, num_frames = k.shape[:2]
+    if num_heads < 1 or head_dim < 1:
+        raise ValueError(f"{OP}: q must be [Q, H, d] with H >= 1 heads and d >= 1, got shape {C.shape_str(q)}")
     if k.shape[2:] != q.shape[1:]:
         raise ValueError(
             f"{OP}: k must be [B, T, H, d] with q's H, d = {tuple(q.shape[1:])}, got shape {C.shape_str(k)}"
@@ -195,8 +199,10 @@ def _check_attention_args(q, k, v, motion_idx, center, sigma, lengths, lam, scal
     dropout_p = C.check_real(OP, "dropout_p", dropout_p)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"{OP}: dropout_p must be in [0, 1), got {dropout_p}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"{OP}: seed must be an int or None, got {type(seed).__name__}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"{OP}: seed must be an int or None, got {type(seed).__name__}")
+        C.check_int64_scalar(OP, "seed", seed)
 
     if validate and not torch.compiler.is_compiling():
         # Value ranges: one host sync for all of them (free on CPU).

@@ -12,6 +12,7 @@ online logsumexp and keep only the N log-sum-exps.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -77,8 +78,11 @@ def _check_ce_args(op, features, prototypes, target, tau, reduction, ignore_inde
     tau = C.check_real(op, "tau", tau, positive=True)
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise ValueError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}")
+    C.check_int64_scalar(op, "ignore_index", ignore_index)
+    # The logits are cos / tau with |cos| <= 1: 1 / tau must be finite in the compute dtype.
+    if not math.isfinite(1.0 / tau) or 1.0 / tau > torch.finfo(C.compute_dtype(features.dtype)).max:
+        raise ValueError(f"{op}: tau = {tau} is too small: the logits 1/tau overflow "
+                         f"{C.compute_dtype(features.dtype)}")
     if validate and not torch.compiler.is_compiling():
         in_range = (target >= 0) & (target < num_protos)
         bad = (~(in_range | (target == ignore_index))).any()
