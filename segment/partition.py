@@ -89,6 +89,8 @@ def _as_cost_array(cost, where: str = "") -> np.ndarray:
     """Any array-like (numpy, torch, nested lists) -> C-contiguous float32/float64 numpy array,
     with shape and dtype checked. Non-contiguous input is copied."""
     if hasattr(cost, "detach") and hasattr(cost, "cpu"):  # a torch tensor, without importing torch
+        if getattr(cost, "is_meta", False):
+            raise ValueError(f"{where}cost is a 'meta' tensor (it has no values): pass a CPU or CUDA tensor")
         cost = cost.detach().cpu().numpy()
     try:
         arr = np.asarray(cost)

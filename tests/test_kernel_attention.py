@@ -189,7 +189,16 @@ def test_zero_and_huge_queries_and_large_logits():
     q[2] *= 1e4  # logits ~ 1e4: one-hot attention, no overflow
     got = run_kernel(q, k, v, mi, c, s, lengths, block_t=16)
     want = run_reference(q, k, v, mi, c, s, lengths)
-    assert_matches(got, want, torch.float32)
+    assert_matches([got[0], got[1], got[3]], [want[0], want[1], want[3]], torch.float32, names=("out", "dq", "dv"))
+    # dk = sum_t dr_t q carries the 1e4-sized query times softmax weights whose float32 error is
+    # about unit roundoff x |logit| (the logits themselves are only that accurate): the tolerance
+    # is that conditioning bound, not the per-dtype one.
+    scale = q.shape[-1] ** -0.5
+    logits = torch.einsum("qhd,qthd->qht", q.double(), k.double()[mi]) * scale * (1 + LAM)
+    bound = 2 * 2.0**-24 * logits.abs().max().item()
+    assert bound > 1e3 * RTOL[torch.float32], bound  # the case really is this ill-conditioned
+    assert torch.isfinite(got[2]).all()
+    assert rel_err(got[2], want[2]) < bound, f"dk: relative error {rel_err(got[2], want[2]):.3g} > {bound:.3g}"
     b = int(mi[0])
     torch.testing.assert_close(got[0][0], v[b, : int(lengths[b])].mean(0), rtol=1e-5, atol=1e-6)
     # a large scale makes every logit large

@@ -265,7 +265,12 @@ def read_manifest(directory: str | os.PathLike) -> dict | None:
     path = Path(directory) / EXPORT_MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); the export is damaged: export it again") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != "mate-text-encoder":
         raise ValueError(f"{path} is not a MATE text-encoder manifest")
     if manifest.get("format_version", 0) > EXPORT_FORMAT_VERSION:

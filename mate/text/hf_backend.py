@@ -128,7 +128,13 @@ class HFTextEncoder(TextEncoder):
         else:
             model_type = transformers.AutoModel
         model_kwargs.setdefault("dtype", torch.float32)
-        model = model_type.from_pretrained(source, local_files_only=local_files_only, **model_kwargs)
+        try:
+            model = model_type.from_pretrained(source, local_files_only=local_files_only, **model_kwargs)
+        except OSError as err:
+            raise MissingWeightsError(f"{source}: cannot load the model weights ({err})") from err
+        except Exception as err:  # noqa: BLE001 - safetensors / torch errors name no file
+            raise ValueError(f"{source}: cannot load the model weights ({type(err).__name__}: {err}); "
+                             "the weight file is damaged or truncated") from err
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
         encoder = cls(model, tokenizer, pooling=pooling)
         encoder.source = f"hf:{source}"
