@@ -13,6 +13,7 @@ import argparse
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ def make_batches(data: Path, encoder, batch_size: int, count: int, num_prototype
     words = {}
     for r in dataset.records:  # the training pipeline's word sampling needs segments; any word will do here
         tokens = [w.strip(".,").lower() for w in r.caption.text.split()]
-        words[r.caption.key] = [(w, hash(w) % num_prototypes, 0, max(2, r.num_frames // 2)) for w in tokens[1:4]]
+        words[r.caption.key] = [(w, zlib.crc32(w.encode()) % num_prototypes, 0, max(2, r.num_frames // 2)) for w in tokens[1:4]]
     collate = Collator(encoder, words, seed=0)
     n = len(dataset)
     return [collate([dataset[(b * batch_size + i) % n] for i in range(batch_size)]) for b in range(count)]

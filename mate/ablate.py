@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps per stage")
     p.add_argument("--synthetic-motions", type=int, default=None,
                    help="size of the generated synthetic set (default: the preset's; ignored with --data)")
+    p.add_argument("--lr-word", type=float, default=None, help="word-table learning rate (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the rest (default: the preset's)")
+    p.add_argument("--lambda-word", type=float, default=None, help="lambda1, weight of L_word (default 0.1)")
+    p.add_argument("--lambda-sent", type=float, default=None, help="lambda2, weight of L_sent (default 0.1)")
     p.add_argument("--fused", action="store_true", help="train with the fused ops (mate.train --fused)")
     p.add_argument("--eval-split", default="test", help="split evaluated (default: test)")
     p.add_argument("--no-share-stage0", action="store_true",
@@ -138,7 +142,8 @@ def _settings(args: argparse.Namespace) -> dict:
             "fused": bool(args.fused), "epochs": pick("epochs"), "stage0_epochs": pick("stage0_epochs"),
             "batch_size": pick("batch_size"), "max_steps": pick("max_steps"),
             "synthetic_motions": None if args.data is not None else pick("synthetic_motions"),
-            "log_every": quick.get("log_every")}
+            "log_every": quick.get("log_every"), "lr_word": args.lr_word, "lr": args.lr,
+            "lambda_word": args.lambda_word, "lambda_sent": args.lambda_sent}
 
 
 def train_argv(variant: Variant, run_dir: Path, data_dir: Path, settings: dict) -> list[str]:
@@ -146,7 +151,8 @@ def train_argv(variant: Variant, run_dir: Path, data_dir: Path, settings: dict) 
     argv = ["--data", str(data_dir), "--out", str(run_dir), "--encoder", settings["encoder"],
             "--preset", settings["preset"], "--seed", str(settings["seed"]), "--device", settings["device"],
             "--no-export"]
-    for name in ("epochs", "stage0_epochs", "batch_size", "max_steps", "log_every"):
+    for name in ("epochs", "stage0_epochs", "batch_size", "max_steps", "log_every", "lr_word", "lr", "lambda_word",
+                 "lambda_sent"):
         if settings.get(name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(settings[name])]
     if settings.get("fused"):

@@ -749,6 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder (default: RUN_DIR/data, else the --data recorded in RUN_DIR/train.log)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (mate.plots)")
     return p
 
 
@@ -775,6 +776,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"segmentation boundary error: DP {_fmt(seg['dp'], 3)} s, uniform {_fmt(seg['uniform'], 3)} s "
               f"({seg['num_captions']} captions)")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {results['meta']['seconds']:.1f} s")
+    if not args.no_figures:
+        from mate.plots import render_run_figures
+
+        figures = render_run_figures(args.run_dir, device=args.device, data_dir=args.data)
+        print(f"wrote {len(figures)} figures into {out}: " + ", ".join(f.name for f in figures))
     return results
 
 

@@ -33,6 +33,7 @@ Scale and robustness:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -51,6 +52,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mate import checkpoint as ckpt
+from mate.memory import track_peak_memory
 from mate import distributed as mdist
 
 log = logging.getLogger("mate.train")
@@ -167,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", choices=["none", "binary", "gaussian_in_segment", "gaussian"], default="gaussian")
     for name in LOSS_NAMES:
         p.add_argument(f"--no-{name}", action="store_true", help=f"drop L_{name} (ablation)")
+    p.add_argument("--lambda-word", type=float, default=None,
+                   help="weight lambda1 of L_word = L_self + L_cross + L_align (default: the paper's 0.1)")
+    p.add_argument("--lambda-sent", type=float, default=None,
+                   help="weight lambda2 of L_sent (default: the paper's 0.1)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout of the motion transformers and the word attention (default: the paper's 0.1)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
@@ -217,6 +223,10 @@ def validate_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: --keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
     if args.log_every < 1:
         raise SystemExit(f"error: --log-every must be >= 1, got {args.log_every}")
+    for name in ("lambda_word", "lambda_sent"):
+        value = getattr(args, name)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be a finite number >= 0, got {value}")
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         raise SystemExit(f"error: --dropout must be in [0, 1), got {args.dropout}")
     if args.data is not None and not args.data.is_dir():
@@ -855,6 +865,11 @@ def build_model(cfg: RunConfig, encoder, feature_dim: int, num_prototypes: int, 
     args = cfg.args
     dropout = getattr(args, "dropout", None)
     extra = {} if dropout is None else {"motion_dropout": dropout, "attention_dropout": dropout}
+    # lambda1 weighs the word losses only: stage 0 keeps the default, so that its config (and
+    # cache key) does not change with it and runs that differ only in lambda1 share one stage 0.
+    for name in ("lambda_word", "lambda_sent") if word_losses else ("lambda_sent",):
+        if getattr(args, name, None) is not None:
+            extra[name] = getattr(args, name)
     config = MATEConfig(
         d_model=cfg.get("d_model"), motion_layers=cfg.get("motion_layers"), motion_heads=cfg.get("motion_heads"),
         motion_ff=cfg.get("motion_ff"), prior_variant=args.prior,
@@ -964,6 +979,17 @@ def _run(cfg: RunConfig, env: mdist.DistEnv) -> dict:
         model.batch_gather = mdist.BatchGather(env.feature_group) if env.enabled else None
         return model
 
+    memory: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def measured(stage: str):
+        """Wall time and peak memory (host RSS; CUDA allocated on a GPU) of one stage, logged and
+        kept for summary.json's ``memory``."""
+        with track_peak_memory(stage, cuda_device=device if device.type == "cuda" else None) as mem:
+            yield
+        memory[stage] = mem.as_dict()
+        log.info("memory: %s", mem)
+
     try:
         # Stage 0: the retrieval baseline (L_rec + L_sent).
         seed_everything(stage_seed(args.seed, 0))
@@ -972,11 +998,13 @@ def _run(cfg: RunConfig, env: mdist.DistEnv) -> dict:
         stage0_key = fingerprint({**common_key, "stage": 0, "epochs": cfg.get("stage0_epochs"),
                                   "model": model0.config.to_dict()})
         train0, val0 = loaders(train_set, Collator(encoder, seed=args.seed), val_set, Collator(encoder, seed=args.seed))
-        summary = {"stage0": train_stage("stage0", model0, train0, val0, cfg, device, run_dir,
-                                         cfg.get("stage0_epochs"), metrics, stage0_key)}
+        with measured("stage0"):
+            summary = {"stage0": train_stage("stage0", model0, train0, val0, cfg, device, run_dir,
+                                             cfg.get("stage0_epochs"), metrics, stage0_key)}
 
         # Segmentation with the stage-0 encoders.
-        segments = compute_segments(model0, view, subtexts, run_dir, device, fingerprint({"stage0": stage0_key}))
+        with measured("segments"):
+            segments = compute_segments(model0, view, subtexts, run_dir, device, fingerprint({"stage0": stage0_key}))
         words = word_samples(train_set.records, segments, vocab)
         val_words = None
         if val_set is not None:
@@ -1006,17 +1034,20 @@ def _run(cfg: RunConfig, env: mdist.DistEnv) -> dict:
                                val_subset, Collator(encoder, val_words, seed=args.seed))
         stage1_key = fingerprint({**common_key, "stage": 1, "epochs": cfg.get("epochs"), "model": model1.config.to_dict(),
                                   "segments": fingerprint(segments)})
-        summary["stage1"] = train_stage("stage1", model1, train1, val1, cfg, device, run_dir, cfg.get("epochs"),
-                                        metrics, stage1_key)
+        with measured("stage1"):
+            summary["stage1"] = train_stage("stage1", model1, train1, val1, cfg, device, run_dir, cfg.get("epochs"),
+                                            metrics, stage1_key)
     finally:
         metrics.close()
 
     if not args.no_export and env.is_main:
-        out = encoder.export(run_dir / "encoder", overwrite=True)
+        with measured("export"):
+            out = encoder.export(run_dir / "encoder", overwrite=True)
         log.info("export: %s (load it with transformers.AutoModel.from_pretrained or mate.load_text_encoder)", out)
     summary.update({"trainable_parameters": report, "seconds": round(time.time() - started, 1),
                     "device": str(device), "processes": env.world_size, "preset": args.preset,
-                    "encoder": args.encoder, "fused": args.fused, "amp": args.amp, "compile": args.compile})
+                    "encoder": args.encoder, "fused": args.fused, "amp": args.amp, "compile": args.compile,
+                    "memory": memory})
     if env.is_main:
         atomic_write_json(run_dir / "summary.json", summary)
     mdist.barrier()

@@ -32,6 +32,11 @@ def test_run_directory_contents(finished_run):
     assert any((out / "tensorboard").iterdir())
     assert summary["stage0"]["steps"] == 3 and summary["stage1"]["steps"] == 3
     assert summary["trainable_parameters"]["touched_rows"] > 0
+    # peak memory per stage (host RSS; CUDA only on a GPU)
+    for stage in ("stage0", "segments", "stage1", "export"):
+        mem = summary["memory"][stage]
+        assert mem["peak_rss_bytes"] > 50 << 20 and mem["seconds"] > 0, (stage, mem)
+    assert json.loads((out / "summary.json").read_text())["memory"].keys() == summary["memory"].keys()
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     names = {(r["stage"], r["name"]) for r in rows if r["split"] == "train"}
     assert {("stage0", "rec"), ("stage0", "sent")} <= names
