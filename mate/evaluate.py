@@ -68,6 +68,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mate import metrics as M
 
@@ -231,6 +232,36 @@ def antonym_swap_accuracy(captions: Sequence[str], motion_refs: Sequence[Any],
 _LEADING_CONNECTIVES = frozenset(
     "and then but next finally afterwards afterward after before that this which later subsequently lastly "
     "eventually so".split())
+
+
+#: The antonym words whose embedding rows ``word_table`` follows (one spelling per word).
+TABLE_PAIRS: tuple[tuple[str, str], ...] = (("clockwise", "counterclockwise"), ("left", "right"),
+                                            ("forward", "backward"), ("quickly", "slowly"), ("up", "down"),
+                                            ("upstairs", "downstairs"))
+
+
+@torch.no_grad()
+def word_table_summary(encoder, original_rows: dict | None = None) -> dict:
+    """How the word-embedding table moved, on the antonym words of :data:`TABLE_PAIRS`.
+
+    WE(w) is the mean of w's token rows (as MATE reads a word). Returns ``antonym_cosine``
+    {"a/b": cos(WE(a), WE(b))}, and, given the ORIGINAL table's rows (``_rows`` of the first,
+    original, call), ``relative_change`` {word: ||WE(w) - WE_0(w)|| / ||WE_0(w)||} and its mean.
+    A table that did not move is the usual reason a fine-tuned encoder scores like the original."""
+    words = [w for pair in TABLE_PAIRS for w in pair]
+    rows = encoder.embed_words(encoder.word_token_ids(words)).detach().to("cpu", torch.float64)
+    by_word = dict(zip(words, rows))
+    out: dict[str, Any] = {"antonym_cosine": {f"{a}/{b}": float(F.cosine_similarity(by_word[a], by_word[b], dim=0))
+                                              for a, b in TABLE_PAIRS}}
+    if original_rows is not None:
+        change = {w: float((by_word[w] - original_rows[w]).norm() / original_rows[w].norm().clamp_min(1e-12))
+                  for w in words}
+        out["relative_change"] = change
+        out["mean_relative_change"] = float(np.mean(list(change.values())))
+    else:
+        out["relative_change"], out["mean_relative_change"] = {w: 0.0 for w in words}, 0.0
+    out["_rows"] = by_word
+    return out
 
 
 def normalise_subtexts(subtexts: Sequence[str]) -> list[tuple[str, ...]]:
@@ -572,7 +603,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
     diversity_times = 300 if num_clips > 300 else min(100, num_clips)
     positives_all = np.zeros((len(ds), num_clips), dtype=bool)
     positives_all[np.arange(len(ds)), eval_set.clip_of] = True
-    results: dict[str, Any] = {"retrieval": {}, "t2m_standard": {}, "antonym_swap_accuracy": {}}
+    results: dict[str, Any] = {"retrieval": {}, "t2m_standard": {}, "antonym_swap_accuracy": {}, "word_table": {}}
+    original_rows = None
     timings: dict[str, float] = {}
     positives_threshold = None
     model0 = None
@@ -613,6 +645,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
 
         results["antonym_swap_accuracy"][variant] = antonym_swap_accuracy(eval_set.captions, list(eval_set.clip_of),
                                                                           scorer)
+        results["word_table"][variant] = word_table_summary(model.text_encoder, original_rows)
+        if original_rows is None:
+            original_rows = results["word_table"][variant].pop("_rows")
+        else:
+            results["word_table"][variant].pop("_rows")
         if variant == "baseline":
             model0 = model
         else:
@@ -710,6 +747,14 @@ def write_report(results: dict, path: str | Path) -> Path:
     rows.append(["**overall**", str(acc[variants[0]]["counts"]["total"])] + [acc[v]["overall"] for v in variants])
     rows.append(["mean margin", ""] + [_fmt(acc[v]["mean_margin"], 4) for v in variants])
     lines += _table(["word pair", "tests"] + variants, rows)
+    table = results.get("word_table")
+    if table:
+        lines += ["## Word-embedding table (antonym words)", ""]
+        tv = list(table)
+        rows = [[pair] + [_fmt(table[v]["antonym_cosine"][pair], 4) for v in tv] for pair in table[tv[0]]["antonym_cosine"]]
+        rows.append(["mean relative change of the rows vs original"] + [_fmt(table[v]["mean_relative_change"], 4)
+                                                                         for v in tv])
+        lines += _table(["cos(WE(a), WE(b))"] + tv, rows)
     seg = results.get("segmentation_boundary_error_s")
     dec = results.get("decomposition_accuracy")
     lines += ["## Segmentation (mean absolute inner-boundary error, seconds)", ""]

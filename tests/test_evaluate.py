@@ -125,6 +125,13 @@ def test_evaluate_run_metrics(tiny_run, evaluated):
         std = m["t2m_standard"][variant]
         assert 0 <= std["R_precision_top1"] <= std["R_precision_top2"] <= std["R_precision_top3"] <= 1
     assert m["antonym_swap_accuracy"]["original"]["counts"] == m["antonym_swap_accuracy"]["mate"]["counts"]
+    # the word table: the original is the reference; the trained tables moved (one AdamW step)
+    table = m["word_table"]
+    assert table["original"]["mean_relative_change"] == 0.0
+    assert table["baseline"]["mean_relative_change"] > 0.0 and table["mate"]["mean_relative_change"] > 0.0
+    for variant in table:
+        assert all(-1.0 <= c <= 1.0 for c in table[variant]["antonym_cosine"].values())
+        assert "_rows" not in table[variant]
     seg = m["segmentation_boundary_error_s"]
     assert seg["num_captions"] > 0 and seg["dp"] >= 0.0 and seg["uniform"] >= 0.0
     dec = m["decomposition_accuracy"]
@@ -134,7 +141,7 @@ def test_evaluate_run_metrics(tiny_run, evaluated):
     on_disk = json.loads((tiny_run / "eval" / "metrics.json").read_text())
     assert on_disk["retrieval"] == json.loads(json.dumps(m["retrieval"]))
     report = (tiny_run / "eval" / "report.md").read_text()
-    for heading in ("Retrieval", "Antonym-swap accuracy", "Segmentation", "Text decomposition"):
+    for heading in ("Retrieval", "Antonym-swap accuracy", "Word-embedding table", "Segmentation", "Text decomposition"):
         assert heading in report
 
 
