@@ -68,7 +68,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mate import metrics as M
 
@@ -240,28 +239,27 @@ TABLE_PAIRS: tuple[tuple[str, str], ...] = (("clockwise", "counterclockwise"), (
                                             ("upstairs", "downstairs"))
 
 
-@torch.no_grad()
-def word_table_summary(encoder, original_rows: dict | None = None) -> dict:
-    """How the word-embedding table moved, on the antonym words of :data:`TABLE_PAIRS`.
+def antonym_word_rows(encoder) -> dict[str, np.ndarray]:
+    """WE(w) float64 for every word of :data:`TABLE_PAIRS` (the mean of its token rows, as MATE
+    reads a word)."""
+    from mate.plots import word_embedding_vectors
 
-    WE(w) is the mean of w's token rows (as MATE reads a word). Returns ``antonym_cosine``
-    {"a/b": cos(WE(a), WE(b))}, and, given the ORIGINAL table's rows (``_rows`` of the first,
-    original, call), ``relative_change`` {word: ||WE(w) - WE_0(w)|| / ||WE_0(w)||} and its mean.
-    A table that did not move is the usual reason a fine-tuned encoder scores like the original."""
     words = [w for pair in TABLE_PAIRS for w in pair]
-    rows = encoder.embed_words(encoder.word_token_ids(words)).detach().to("cpu", torch.float64)
-    by_word = dict(zip(words, rows))
-    out: dict[str, Any] = {"antonym_cosine": {f"{a}/{b}": float(F.cosine_similarity(by_word[a], by_word[b], dim=0))
-                                              for a, b in TABLE_PAIRS}}
-    if original_rows is not None:
-        change = {w: float((by_word[w] - original_rows[w]).norm() / original_rows[w].norm().clamp_min(1e-12))
-                  for w in words}
-        out["relative_change"] = change
-        out["mean_relative_change"] = float(np.mean(list(change.values())))
-    else:
-        out["relative_change"], out["mean_relative_change"] = {w: 0.0 for w in words}, 0.0
-    out["_rows"] = by_word
-    return out
+    return dict(zip(words, word_embedding_vectors(encoder, words, normalise=False)))
+
+
+def word_table_summary(rows: dict[str, np.ndarray], original_rows: dict[str, np.ndarray]) -> dict:
+    """How the word-embedding table moved, from :func:`antonym_word_rows` of a trained encoder
+    and of the ORIGINAL one: ``antonym_cosine`` {"a/b": cos(WE(a), WE(b))}, ``relative_change``
+    {word: ||WE(w) - WE_0(w)|| / ||WE_0(w)||} and its mean. A table that did not move is the
+    usual reason a fine-tuned encoder scores like the original."""
+    def cos(a, b):
+        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+    change = {w: float(np.linalg.norm(rows[w] - original_rows[w]) / max(np.linalg.norm(original_rows[w]), 1e-12))
+              for w in rows}
+    return {"antonym_cosine": {f"{a}/{b}": cos(rows[a], rows[b]) for a, b in TABLE_PAIRS},
+            "relative_change": change, "mean_relative_change": float(np.mean(list(change.values())))}
 
 
 def normalise_subtexts(subtexts: Sequence[str]) -> list[tuple[str, ...]]:
@@ -645,11 +643,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
 
         results["antonym_swap_accuracy"][variant] = antonym_swap_accuracy(eval_set.captions, list(eval_set.clip_of),
                                                                           scorer)
-        results["word_table"][variant] = word_table_summary(model.text_encoder, original_rows)
-        if original_rows is None:
-            original_rows = results["word_table"][variant].pop("_rows")
-        else:
-            results["word_table"][variant].pop("_rows")
+        rows = antonym_word_rows(model.text_encoder)
+        if original_rows is None:  # the original variant comes first (checked above)
+            original_rows = rows
+        results["word_table"][variant] = word_table_summary(rows, original_rows)
         if variant == "baseline":
             model0 = model
         else:
