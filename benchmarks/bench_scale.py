@@ -222,6 +222,8 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str) -> 
            "--epochs", "1", "--out", str(run), "--encoder", args.encoder, "--log-every", "1", "--no-export"]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
+    if args.save_every:  # mid-epoch checkpoints: a full-epoch run can be continued with mate.train --resume
+        cmd += ["--save-every", str(args.save_every)]
     print(f"[bench_scale] train ({label}): {' '.join(cmd)}", flush=True)
     err_path = run.parent / f"{run.name}.stderr.txt"
     log_path = run / "train.log"
@@ -439,6 +441,8 @@ def main(argv=None) -> None:
     p.add_argument("--skip-train", action="store_true", help="data and loader phases only")
     p.add_argument("--max-steps", type=int, default=20, help="optimizer steps per training stage (0: full epochs)")
     p.add_argument("--train-budget-s", type=float, default=720, help="wall-time budget of the full-scale run")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="pass --save-every N to mate.train (checkpoints of a long full-epoch run)")
     p.add_argument("--calib-motions", type=int, default=64, help="training motions of the calibration run (0: skip)")
     p.add_argument("--calib-budget-s", type=float, default=600)
     p.add_argument("--encoder", default="minilm")

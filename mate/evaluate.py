@@ -481,11 +481,11 @@ def _truth_of(record, gt: dict):
 
 @torch.no_grad()
 def predict_partitions(model, eval_set: EvalSet, requests: Sequence[tuple[int, list[str]]], device,
-                       progress: bool = False) -> list[np.ndarray | None]:
+                       progress: bool = False, clips_per_batch: int = 16) -> list[np.ndarray | None]:
     """Frame boundaries [N+1] (window frames) for each (dataset index, sub-texts) request, as
     ``mate.train.compute_segments`` finds them: 0.5 s grid, costs from the model's encoders,
     the C++ dynamic program. None where the window has fewer grid units than sub-texts."""
-    from mate.model.segmentation import clip_features, partition_costs
+    from mate.model.segmentation import subtext_cost_tables
     from mate.segment import optimal_partition_batch, unit_grid
 
     model.eval()
@@ -493,23 +493,26 @@ def predict_partitions(model, eval_set: EvalSet, requests: Sequence[tuple[int, l
     by_clip: dict[int, list[int]] = {}
     for r, (index, _) in enumerate(requests):
         by_clip.setdefault(int(eval_set.clip_of[index]), []).append(r)
-    costs, grids, slots = [], [], []
     out: list[np.ndarray | None] = [None] * len(requests)
-    for clip, rs in _bar(by_clip.items(), "segmentation", progress, len(by_clip)):
-        item = ds[eval_set.clip_item[clip]]
-        grid = unit_grid(item["length"], ds.fps)
-        todo = [r for r in rs if len(requests[r][1]) <= len(grid) - 1]
-        if not todo:
-            continue
-        clips = clip_features(model.motion_encoder, item["motion"].to(device), grid)
-        for r in todo:
-            tok = model.text_encoder.tokenize(list(requests[r][1]))
-            feats = model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device))
-            costs.append(partition_costs(feats, clips))
+    clips = list(by_clip.items())
+    bar = _bar(None, "segmentation", progress, len(clips))
+    for start in range(0, len(clips), clips_per_batch):
+        motions, grids, batch, slots = [], [], [], []
+        for clip, rs in clips[start:start + clips_per_batch]:
+            item = ds[eval_set.clip_item[clip]]
+            grid = unit_grid(item["length"], ds.fps)
+            todo = [r for r in rs if len(requests[r][1]) <= len(grid) - 1]
+            if not todo:
+                continue
+            motions.append(item["motion"].to(device))
             grids.append(grid)
-            slots.append(r)
-    for r, grid, part in zip(slots, grids, optimal_partition_batch(costs) if costs else []):
-        out[r] = part.frames(grid)
+            batch += [(len(motions) - 1, list(requests[r][1])) for r in todo]
+            slots += [(r, grid) for r in todo]
+        if batch:
+            for (r, grid), part in zip(slots, optimal_partition_batch(subtext_cost_tables(model, motions, grids, batch))):
+                out[r] = part.frames(grid)
+        bar.update(min(clips_per_batch, len(clips) - start))
+    bar.close()
     return out
 
 

@@ -785,14 +785,17 @@ def _fmt(values: dict) -> str:
 
 # ------------------------------------------------------------------------------ segmentation
 @torch.no_grad()
-def compute_segments(model, view, subtexts: dict, run_dir: Path, device, key: str, batch_size: int = 64) -> dict:
+def compute_segments(model, view, subtexts: dict, run_dir: Path, device, key: str, clips_per_batch: int = 16) -> dict:
     """Per caption key: {"subtexts": [...], "bounds_frames": [0, ..., L]} in the clip's frames.
 
+    The clips are taken ``clips_per_batch`` at a time: their grid sub-clips and the sub-texts of
+    all their captions are encoded in one batched pass (``subtext_cost_tables``), and their DPs
+    solved together, so memory stays bounded by one batch's cost tables.
     Under torchrun the clips are shared out among the ranks (round robin), each rank segments its
     share, the results are gathered on every rank, and rank 0 writes ``segments.json``."""
     from tqdm.auto import tqdm
 
-    from mate.model.segmentation import clip_features, partition_costs
+    from mate.model.segmentation import subtext_cost_tables
     from mate.segment import optimal_partition_batch, unit_grid
 
     path = run_dir / "segments.json"
@@ -801,35 +804,44 @@ def compute_segments(model, view, subtexts: dict, run_dir: Path, device, key: st
         return json.loads(path.read_text())
     was_training = model.training
     model.to(device).eval()
-    local, costs, pending = {}, [], []
-    merged = 0
+    local = {}
+    merged = segmented = 0
     # Group the captions by clip so that each clip's G(G+1)/2 sub-clips are encoded once.
     by_clip: dict[tuple, list[int]] = {}
     for i, r in enumerate(view.records):
         by_clip.setdefault((r.motion_id, r.start_frame, r.end_frame), []).append(i)
     groups = list(by_clip.values())[mdist.rank()::mdist.world_size()]
-    for indices in tqdm(groups, desc="segments", leave=False, dynamic_ncols=True, disable=not mdist.is_main_process()):
-        item = view[indices[0]]
-        length = item["length"]
-        grid = unit_grid(length, view.fps)
-        clips = None
-        for i in indices:
-            rec = view.records[i]
-            parts = subtexts[rec.caption.key]
-            if len(parts) == 1 or len(parts) > len(grid) - 1:
-                merged += len(parts) > 1
-                local[rec.caption.key] = {"subtexts": [" ".join(parts)] if len(parts) > 1 else parts,
-                                          "bounds_frames": [0, length]}
-                continue
-            if clips is None:
-                clips = clip_features(model.motion_encoder, item["motion"].to(device), grid)
-            tok = model.text_encoder.tokenize(parts)
-            feats = model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device))
-            costs.append(partition_costs(feats, clips))
-            pending.append((rec.caption.key, parts, grid))
-    for (k, parts, grid), part in zip(pending, optimal_partition_batch(costs) if costs else []):
-        local[k] = {"subtexts": parts, "bounds_frames": part.frames(grid).tolist()}
-    shares = mdist.all_gather_object((local, merged, len(pending)))
+    with tqdm(total=len(groups), desc="segments", leave=False, dynamic_ncols=True,
+              disable=not mdist.is_main_process()) as bar:
+        for start in range(0, len(groups), clips_per_batch):
+            chunk = groups[start:start + clips_per_batch]
+            motions, grids, requests, pending = [], [], [], []
+            for indices in chunk:
+                length = int(view.lengths[indices[0]])
+                grid = unit_grid(length, view.fps)
+                slot = None
+                for i in indices:
+                    rec = view.records[i]
+                    parts = subtexts[rec.caption.key]
+                    if len(parts) == 1 or len(parts) > len(grid) - 1:
+                        merged += len(parts) > 1
+                        local[rec.caption.key] = {"subtexts": [" ".join(parts)] if len(parts) > 1 else parts,
+                                                  "bounds_frames": [0, length]}
+                        continue
+                    if slot is None:  # the motion is loaded only when some caption needs the DP
+                        item = view[indices[0]]
+                        slot = len(motions)
+                        motions.append(item["motion"].to(device))
+                        grids.append(grid)
+                    requests.append((slot, parts))
+                    pending.append((rec.caption.key, parts, grid))
+            if requests:
+                costs = subtext_cost_tables(model, motions, grids, requests)
+                for (k, parts, grid), part in zip(pending, optimal_partition_batch(costs)):
+                    local[k] = {"subtexts": parts, "bounds_frames": part.frames(grid).tolist()}
+                segmented += len(requests)
+            bar.update(len(chunk))
+    shares = mdist.all_gather_object((local, merged, segmented))
     found = {k: v for share, _, _ in shares for k, v in share.items()}
     segments = {r.caption.key: found[r.caption.key] for r in view.records if r.caption.key in found}
     log.info("segments: %d captions segmented by the DP, %d with more sub-texts than grid units kept whole",

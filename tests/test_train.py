@@ -95,3 +95,26 @@ def test_bad_arguments_exit_with_a_message(argv, fragment, tmp_path):
     with pytest.raises(SystemExit) as info:
         train.main(["--out", str(tmp_path / "run"), *argv])
     assert fragment in str(info.value)
+
+
+def test_compute_segments_same_whatever_the_batching(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    """Segmenting one clip per batch and many clips per batch (one padded text batch, clips of
+    several motions encoded together) gives the same partitions."""
+    from mate.data.dataset import MotionTextDataset
+    from mate.model.mate_model import MATEConfig, MATEModel
+    from mate.text.encoders import build_text_encoder
+    from mate.text.subtexts import split_subtexts
+
+    torch.manual_seed(0)
+    view = MotionTextDataset(tiny_synthetic_dataset, "train", crop="start")
+    encoder = build_text_encoder(f"hf:{tiny_hf_encoder_dir}")
+    model = MATEModel(encoder, view.feature_dim, 4, MATEConfig(d_model=16, motion_layers=1, motion_heads=2,
+                                                              motion_ff=16))
+    subtexts = {r.caption.key: split_subtexts(r.caption.text, list(r.caption.tokens) or None) for r in view.records}
+    assert sum(len(p) > 1 for p in subtexts.values()) >= 3
+    one = train.compute_segments(model, view, subtexts, tmp_path / "one", torch.device("cpu"), "k", clips_per_batch=1)
+    many = train.compute_segments(model, view, subtexts, tmp_path / "many", torch.device("cpu"), "k",
+                                  clips_per_batch=7)
+    assert one == many
+    assert one.keys() == subtexts.keys()
+    assert sum(len(s["subtexts"]) > 1 for s in one.values()) >= 3

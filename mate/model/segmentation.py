@@ -6,48 +6,110 @@ For a motion on the grid ``0 = f_0 < ... < f_G`` (``mate.segment.unit_grid``) an
     cost[n, a, b] = 1 - cos(E_t(t^n), E_m(m[f_a : f_b]))      for 0 <= a < b <= G
 
 Each of the G(G+1)/2 clips is encoded once and shared by every caption of the motion; the optimum
-over partitions comes from ``mate.segment.optimal_partition_batch``.
+over partitions comes from ``mate.segment.optimal_partition_batch``. ``subtext_cost_tables`` builds
+the tables of many captions of many motions in one batched pass (what training and evaluation use).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clip_features", "partition_costs"]
+__all__ = ["clip_features", "clip_features_batch", "partition_costs", "subtext_cost_tables"]
 
 
 @torch.no_grad()
-def clip_features(motion_encoder, motion: torch.Tensor, grid: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-    """E_m of every grid clip of one motion.
+def clip_features_batch(motion_encoder, motions: Sequence[torch.Tensor], grids: Sequence[np.ndarray],
+                        max_clips: int = 256) -> list[torch.Tensor]:
+    """E_m of every grid clip of several motions, with no padding.
 
     Args:
         motion_encoder: returns (frames, sequence feature [B, D]) for (motion [B, T, F], lengths [B]).
-        motion: [T, F] float32, normalised.
-        grid: int64 [G+1] frame boundaries.
+        motions: M tensors [T_i, F] float32, normalised, on one device.
+        grids: M int64 arrays [G_i + 1] of frame boundaries (``mate.segment.unit_grid``).
+        max_clips: most clips in one encoder call (bounds the activations' memory).
 
     Returns:
-        [G+1, G+1, D] float32; entry [a, b] (a < b) is the feature of frames [grid[a], grid[b]),
-        other entries are zero.
+        M tensors [G_i+1, G_i+1, D] float32; entry [a, b] (a < b) of the i-th is the feature of
+        frames [grid[a], grid[b]) of motion i, other entries are zero.
+
+    Why grouped by length: on the 0.5 s grid most clips share their length with many others (k
+    units long), across motions too. Encoding equal-length clips together needs no padding and no
+    mask, so the work is exactly the sum of the clip lengths; one call covers many motions, so
+    the per-call overhead is shared (the padded chunks of one motion at a time cost ~1.5x more).
     """
-    G = len(grid) - 1
-    # Sorted by length, so that each chunk pads to a similar length: the padded work falls from
-    # G(G+1)/2 full-length clips to about the sum of the clip lengths (~3x less at G = 19).
-    pairs = sorted(((a, b) for a in range(G) for b in range(a + 1, G + 1)), key=lambda ab: grid[ab[1]] - grid[ab[0]])
-    device = motion.device
-    out = None
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        lengths = torch.tensor([grid[b] - grid[a] for a, b in chunk], device=device)
-        clips = motion.new_zeros(len(chunk), int(lengths.max()), motion.shape[-1])
-        for i, (a, b) in enumerate(chunk):
-            clips[i, : grid[b] - grid[a]] = motion[grid[a]:grid[b]]
-        _, features = motion_encoder(clips, lengths)
-        if out is None:
-            out = features.new_zeros(G + 1, G + 1, features.shape[-1])
-        idx_a = torch.tensor([a for a, _ in chunk], device=device)
-        idx_b = torch.tensor([b for _, b in chunk], device=device)
-        out[idx_a, idx_b] = features
+    if len(motions) != len(grids):
+        raise ValueError(f"got {len(motions)} motions but {len(grids)} grids")
+    by_length: dict[int, list[tuple[int, int, int]]] = {}
+    for i, (motion, grid) in enumerate(zip(motions, grids)):
+        if motion.ndim != 2:
+            raise ValueError(f"motions[{i}] must be [T, F], got {list(motion.shape)}")
+        grid = np.asarray(grid)
+        if grid.ndim != 1 or len(grid) < 2 or grid[0] != 0 or grid[-1] > motion.shape[0] or np.any(np.diff(grid) <= 0):
+            raise ValueError(f"grids[{i}] must be increasing frame boundaries from 0 to at most "
+                             f"{motion.shape[0]}, got {grid.tolist()}")
+        G = len(grid) - 1
+        for a in range(G):
+            for b in range(a + 1, G + 1):
+                by_length.setdefault(int(grid[b] - grid[a]), []).append((i, a, b))
+    outs: list[torch.Tensor | None] = [None] * len(motions)
+    for length, clips in sorted(by_length.items()):
+        for start in range(0, len(clips), max_clips):
+            chunk = clips[start:start + max_clips]
+            batch = torch.stack([motions[i][int(grids[i][a]):int(grids[i][a]) + length] for i, a, _ in chunk])
+            _, features = motion_encoder(batch, torch.full((len(chunk),), length, device=batch.device))
+            for (i, a, b), f in zip(chunk, features):
+                if outs[i] is None:
+                    G = len(grids[i]) - 1
+                    outs[i] = f.new_zeros(G + 1, G + 1, f.shape[-1])
+                outs[i][a, b] = f
+    return outs
+
+
+def clip_features(motion_encoder, motion: torch.Tensor, grid: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """E_m of every grid clip of one motion: ``clip_features_batch`` of one motion.
+
+    motion [T, F] float32, grid int64 [G+1]; returns [G+1, G+1, D] float32 (zero where a >= b).
+    ``batch_size``: most clips in one encoder call."""
+    return clip_features_batch(motion_encoder, [motion], [grid], max_clips=batch_size)[0]
+
+
+@torch.no_grad()
+def subtext_cost_tables(model, motions: Sequence[torch.Tensor], grids: Sequence[np.ndarray],
+                        requests: Sequence[tuple[int, Sequence[str]]], max_clips: int = 256,
+                        max_texts: int = 512) -> list[np.ndarray]:
+    """The Eq. 1 cost table of each (motion index, sub-texts) request, in one batched pass.
+
+    Args:
+        model: has ``motion_encoder``, ``text_encoder.tokenize`` and ``encode_text`` (MATEModel).
+        motions, grids: as :func:`clip_features_batch` (on the model's device).
+        requests: (i, [t^0..t^{N-1}]) pairs; i indexes ``motions``.
+        max_clips, max_texts: most clips / sub-texts in one encoder call.
+
+    Returns:
+        float32 numpy [N, G_i+1, G_i+1] per request, in order (see :func:`partition_costs`).
+
+    Every sub-text of every request is encoded in one text-encoder call (one call per caption
+    costs ~2.5x more on a CPU), and only the motions some request needs are encoded.
+    """
+    needed = sorted({i for i, _ in requests})
+    clips = dict(zip(needed, clip_features_batch(model.motion_encoder, [motions[i] for i in needed],
+                                                 [grids[i] for i in needed], max_clips=max_clips)))
+    flat = [t for _, parts in requests for t in parts]
+    if not flat:
+        return []
+    device = motions[needed[0]].device
+    feats = []
+    for start in range(0, len(flat), max_texts):
+        tok = model.text_encoder.tokenize(flat[start:start + max_texts])
+        feats.append(model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device)))
+    feats = torch.cat(feats)
+    out, at = [], 0
+    for i, parts in requests:
+        out.append(partition_costs(feats[at:at + len(parts)], clips[i]))
+        at += len(parts)
     return out
 
 
