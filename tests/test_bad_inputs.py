@@ -405,6 +405,25 @@ def test_edited_caption_invalidates_cached_subtexts(dataset_copy, tmp_path):
     assert " ".join(subtexts[f"{motion_id}_0"]).replace(",", "") == new_caption
 
 
+
+def test_motion_rewritten_in_place_invalidates_the_trained_stages(dataset_copy, tiny_hf_encoder_dir, tmp_path):
+    """The stage keys cover the motion files (path, size, mtime) and the statistics: a motion
+    edited under the same name retrains stage 0 instead of reusing a model trained on the old one."""
+    out = tmp_path / "run"
+    argv = pipeline_args(dataset_copy, tiny_hf_encoder_dir, out)
+    train.main(argv)
+    train.main(argv)
+    assert "stage0: reusing" in (out / "train.log").read_text()  # unchanged data: reused
+    path = dataset_copy / "new_joint_vecs" / f"{first_train_id(dataset_copy)}.npy"
+    motion = np.load(path)
+    np.save(path, motion[::-1].copy())  # same name, same shape, new content
+    (out / "train.log").unlink()
+    train.main(argv)
+    log = (out / "train.log").read_text()
+    assert "stage0: reusing" not in log and "segments: reusing" not in log, log
+    assert "subtexts: reusing" in log  # the text stages depend on the captions only
+
+
 # --------------------------------------------------------------------------- LLM answer files
 
 
