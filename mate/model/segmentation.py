@@ -54,18 +54,23 @@ def clip_features_batch(motion_encoder, motions: Sequence[torch.Tensor], grids: 
         for a in range(G):
             for b in range(a + 1, G + 1):
                 by_length.setdefault(int(grid[b] - grid[a]), []).append((i, a, b))
-    outs: list[torch.Tensor | None] = [None] * len(motions)
+    # One flat buffer holds every motion's [G+1, G+1, D] table: each encoder call's features go in
+    # with one index_copy_ (not one tiny copy per clip, which costs a kernel launch each on a GPU).
+    sizes = [len(g) ** 2 for g in grids]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    flat = None
     for length, clips in sorted(by_length.items()):
         for start in range(0, len(clips), max_clips):
             chunk = clips[start:start + max_clips]
             batch = torch.stack([motions[i][int(grids[i][a]):int(grids[i][a]) + length] for i, a, _ in chunk])
             _, features = motion_encoder(batch, torch.full((len(chunk),), length, device=batch.device))
-            for (i, a, b), f in zip(chunk, features):
-                if outs[i] is None:
-                    G = len(grids[i]) - 1
-                    outs[i] = f.new_zeros(G + 1, G + 1, f.shape[-1])
-                outs[i][a, b] = f
-    return outs
+            if flat is None:
+                flat = features.new_zeros(int(offsets[-1]), features.shape[-1])
+            rows = [int(offsets[i]) + a * len(grids[i]) + b for i, a, b in chunk]
+            flat.index_copy_(0, torch.tensor(rows, device=flat.device), features)
+    if flat is None:
+        return []
+    return [flat[int(offsets[i]):int(offsets[i + 1])].view(len(g), len(g), -1) for i, g in enumerate(grids)]
 
 
 def clip_features(motion_encoder, motion: torch.Tensor, grid: np.ndarray, batch_size: int = 256) -> torch.Tensor:
