@@ -29,6 +29,9 @@ train     ``python -m mate.train --data ROOT/data --preset cpu-small --stage0-ep
           (stated per stage in ``extrapolation``, with what each number rests on).
           With ``--max-steps 0`` and a budget the run fits in, nothing is extrapolated: the
           measured epoch is in ``one_epoch_measured`` (wall, CPU seconds and peak RSS per stage).
+reference the same training command on the first ``--reference-motions`` training motions: the
+          memory the process needs whatever the data size, beside which the full-scale peaks
+          show what 14,616 motions add.
 
 Timed numbers on a shared 2-core machine are noisy: the load average is recorded beside them.
 """
@@ -466,8 +469,9 @@ def main(argv=None) -> None:
     p.add_argument("--motions", type=int, default=HUMANML3D_MOTIONS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phases", default="generate,index,train",
-                   help="comma-separated subset of generate,index,train,extrapolate (extrapolate: recompute the "
-                        "estimate from the runs stored in --results)")
+                   help="comma-separated subset of generate,index,train,reference,extrapolate (reference: the "
+                        "same training command on a small subset; extrapolate: recompute the estimate from the "
+                        "runs stored in --results)")
     p.add_argument("--skip-train", action="store_true", help="data and loader phases only")
     p.add_argument("--max-steps", type=int, default=20, help="optimizer steps per training stage (0: full epochs)")
     p.add_argument("--train-budget-s", type=float, default=720, help="wall-time budget of the full-scale run")
@@ -475,6 +479,7 @@ def main(argv=None) -> None:
                    help="pass --save-every N to mate.train (checkpoints of a long full-epoch run)")
     p.add_argument("--calib-motions", type=int, default=64, help="training motions of the calibration run (0: skip)")
     p.add_argument("--calib-budget-s", type=float, default=600)
+    p.add_argument("--reference-motions", type=int, default=200, help="training motions of the reference phase")
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--loader-batch", type=int, default=32)
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "scale_cpu.json")
@@ -489,7 +494,7 @@ def main(argv=None) -> None:
     if args.skip_train and "train" in phases:
         phases.remove("train")
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
-    if set(phases) - {"extrapolate"}:  # something is measured now: describe this machine and moment
+    if set(phases) - {"extrapolate", "reference"}:  # the headline is measured now: describe this machine and moment
         results.update({"benchmark": "bench_scale", "environment": environment(), "root": str(args.root),
                         "motions": args.motions, "seed": args.seed, "loadavg_at_start": loadavg()})
 
@@ -535,6 +540,20 @@ def main(argv=None) -> None:
                 results.pop("train_calibration", None)
         else:
             results["extrapolation"] = extrapolate(full, calib, results.get("index"), args)
+    if "reference" in phases:
+        # The same command on the first --reference-motions training motions: what the process
+        # needs whatever the data size (model, optimizer, allocator), against which the full-scale
+        # peaks show what the data adds.
+        data = args.root / "data"
+        subset = args.root / f"data_first{args.reference_motions}"
+        info = make_subset(data, subset, args.reference_motions)
+        load_before = loadavg()
+        ref = watch_training(subset, args.root / "run_reference", args, args.calib_budget_s,
+                             f"small-scale reference ({info['train_motions']} training motions)")
+        ref["subset"] = info
+        results["small_scale_reference"] = {"max_steps": args.max_steps, "environment": environment(),
+                                            "loadavg_at_start": load_before, **ref}
+        save()
     if "extrapolate" in phases and "train_full" in results:
         epoch = measured_epoch(results["train_full"]) if not results.get("max_steps") else None
         if epoch is not None:
@@ -543,7 +562,7 @@ def main(argv=None) -> None:
         else:
             results["extrapolation"] = extrapolate(results["train_full"], results.get("train_calibration"),
                                                    results.get("index"), args)
-    if set(phases) - {"extrapolate"}:
+    if set(phases) - {"extrapolate", "reference"}:
         results["loadavg_at_end"] = loadavg()
     save()
     print(json.dumps({k: results[k] for k in results if k in ("generate", "index", "extrapolation", "one_epoch_measured")},
