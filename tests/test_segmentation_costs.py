@@ -12,6 +12,20 @@ from mate.model.segmentation import clip_features, clip_features_batch, partitio
 from mate.segment import unit_grid
 
 
+@torch.no_grad()
+def assert_each_clip_encoded_alone(encoder, motion, grid, feats):
+    """feats[a, b] (a < b) equals E_m of frames [grid[a], grid[b]) encoded on their own; zero elsewhere."""
+    G = len(grid) - 1
+    for a in range(G + 1):
+        for b in range(G + 1):
+            if a < b:
+                clip = motion[grid[a]:grid[b]][None]
+                _, want = encoder(clip, torch.tensor([clip.shape[1]]))
+                torch.testing.assert_close(feats[a, b], want[0], rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.count_nonzero(feats[a, b]) == 0
+
+
 def test_clip_features_equal_encoding_each_clip_alone():
     torch.manual_seed(0)
     encoder = MotionEncoder(feature_dim=7, d_model=16, num_layers=2, num_heads=2, ff_dim=32).eval()
@@ -19,18 +33,10 @@ def test_clip_features_equal_encoding_each_clip_alone():
     motion = torch.randn(length, 7)
     grid = unit_grid(length, 20)
     G = len(grid) - 1
-    # a small batch size: several chunks of different padded lengths
+    # a small batch size: several encoder calls per clip length
     feats = clip_features(encoder, motion, grid, batch_size=4)
     assert feats.shape == (G + 1, G + 1, 16)
-    with torch.no_grad():
-        for a in range(G + 1):
-            for b in range(G + 1):
-                if a < b:
-                    clip = motion[grid[a]:grid[b]][None]
-                    _, want = encoder(clip, torch.tensor([clip.shape[1]]))
-                    torch.testing.assert_close(feats[a, b], want[0], rtol=1e-5, atol=1e-5)
-                else:
-                    assert torch.count_nonzero(feats[a, b]) == 0
+    assert_each_clip_encoded_alone(encoder, motion, grid, feats)
 
 
 def test_partition_costs_are_one_minus_cosine():
@@ -55,18 +61,9 @@ def test_clip_features_batch_equal_encoding_each_clip_alone():
     grids = [unit_grid(n, 20) for n in (43, 67, 7, 67)]
     feats = clip_features_batch(encoder, motions, grids, max_clips=3)
     assert len(feats) == 4
-    with torch.no_grad():
-        for motion, grid, got in zip(motions, grids, feats):
-            G = len(grid) - 1
-            assert got.shape == (G + 1, G + 1, 16)
-            for a in range(G + 1):
-                for b in range(G + 1):
-                    if a < b:
-                        clip = motion[grid[a]:grid[b]][None]
-                        _, want = encoder(clip, torch.tensor([clip.shape[1]]))
-                        torch.testing.assert_close(got[a, b], want[0], rtol=1e-5, atol=1e-5)
-                    else:
-                        assert torch.count_nonzero(got[a, b]) == 0
+    for motion, grid, got in zip(motions, grids, feats):
+        assert got.shape == (len(grid), len(grid), 16)
+        assert_each_clip_encoded_alone(encoder, motion, grid, got)
 
 
 def test_clip_features_batch_rejects_bad_input():
