@@ -485,8 +485,8 @@ def predict_partitions(model, eval_set: EvalSet, requests: Sequence[tuple[int, l
     """Frame boundaries [N+1] (window frames) for each (dataset index, sub-texts) request, as
     ``mate.train.compute_segments`` finds them: 0.5 s grid, costs from the model's encoders,
     the C++ dynamic program. None where the window has fewer grid units than sub-texts."""
-    from mate.model.segmentation import subtext_cost_tables
-    from mate.segment import optimal_partition_batch, unit_grid
+    from mate.model.segmentation import partition_clips
+    from mate.segment import unit_grid
 
     model.eval()
     ds = eval_set.dataset
@@ -494,25 +494,17 @@ def predict_partitions(model, eval_set: EvalSet, requests: Sequence[tuple[int, l
     for r, (index, _) in enumerate(requests):
         by_clip.setdefault(int(eval_set.clip_of[index]), []).append(r)
     out: list[np.ndarray | None] = [None] * len(requests)
-    clips = list(by_clip.items())
-    bar = _bar(None, "segmentation", progress, len(clips))
-    for start in range(0, len(clips), clips_per_batch):
-        motions, grids, batch, slots = [], [], [], []
-        for clip, rs in clips[start:start + clips_per_batch]:
-            item = ds[eval_set.clip_item[clip]]
-            grid = unit_grid(item["length"], ds.fps)
-            todo = [r for r in rs if len(requests[r][1]) <= len(grid) - 1]
-            if not todo:
-                continue
-            motions.append(item["motion"].to(device))
-            grids.append(grid)
-            batch += [(len(motions) - 1, list(requests[r][1])) for r in todo]
-            slots += [(r, grid) for r in todo]
-        if batch:
-            for (r, grid), part in zip(slots, optimal_partition_batch(subtext_cost_tables(model, motions, grids, batch))):
+    clips = []
+    for clip, rs in by_clip.items():
+        index = eval_set.clip_item[clip]
+        grid = unit_grid(int(ds.lengths[index]), ds.fps)
+        wanted = [(r, requests[r][1]) for r in rs if len(requests[r][1]) <= len(grid) - 1]
+        clips.append((lambda i=index: ds[i]["motion"].to(device), grid, wanted))
+    with _bar(None, "segmentation", progress, len(clips)) as bar:
+        for covered, done in partition_clips(model, clips, clips_per_batch):
+            for r, grid, part in done:
                 out[r] = part.frames(grid)
-        bar.update(min(clips_per_batch, len(clips) - start))
-    bar.close()
+            bar.update(covered)
     return out
 
 

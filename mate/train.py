@@ -803,14 +803,14 @@ def compute_segments(model, view, subtexts: dict, run_dir: Path, device, key: st
     """Per caption key: {"subtexts": [...], "bounds_frames": [0, ..., L]} in the clip's frames.
 
     The clips are taken ``clips_per_batch`` at a time: their grid sub-clips and the sub-texts of
-    all their captions are encoded in one batched pass (``subtext_cost_tables``), and their DPs
+    all their captions are encoded in one batched pass (``partition_clips``), and their DPs
     solved together, so memory stays bounded by one batch's cost tables.
     Under torchrun the clips are shared out among the ranks (round robin), each rank segments its
     share, the results are gathered on every rank, and rank 0 writes ``segments.json``."""
     from tqdm.auto import tqdm
 
-    from mate.model.segmentation import subtext_cost_tables
-    from mate.segment import optimal_partition_batch, unit_grid
+    from mate.model.segmentation import partition_clips
+    from mate.segment import unit_grid
 
     path = run_dir / "segments.json"
     if cached(path, key):
@@ -825,36 +825,27 @@ def compute_segments(model, view, subtexts: dict, run_dir: Path, device, key: st
     for i, r in enumerate(view.records):
         by_clip.setdefault((r.motion_id, r.start_frame, r.end_frame), []).append(i)
     groups = list(by_clip.values())[mdist.rank()::mdist.world_size()]
-    with tqdm(total=len(groups), desc="segments", leave=False, dynamic_ncols=True,
+    clips = []
+    for indices in groups:
+        length = int(view.lengths[indices[0]])
+        grid = unit_grid(length, view.fps)
+        wanted = []
+        for i in indices:
+            key_i, parts = view.records[i].caption.key, subtexts[view.records[i].caption.key]
+            if len(parts) == 1 or len(parts) > len(grid) - 1:
+                merged += len(parts) > 1
+                local[key_i] = {"subtexts": [" ".join(parts)] if len(parts) > 1 else parts, "bounds_frames": [0, length]}
+            else:
+                wanted.append((key_i, parts))
+        # the motion is loaded only when some caption needs the DP
+        clips.append((lambda i=indices[0]: view[i]["motion"].to(device), grid, wanted))
+    with tqdm(total=len(clips), desc="segments", leave=False, dynamic_ncols=True,
               disable=not mdist.is_main_process()) as bar:
-        for start in range(0, len(groups), clips_per_batch):
-            chunk = groups[start:start + clips_per_batch]
-            motions, grids, requests, pending = [], [], [], []
-            for indices in chunk:
-                length = int(view.lengths[indices[0]])
-                grid = unit_grid(length, view.fps)
-                slot = None
-                for i in indices:
-                    rec = view.records[i]
-                    parts = subtexts[rec.caption.key]
-                    if len(parts) == 1 or len(parts) > len(grid) - 1:
-                        merged += len(parts) > 1
-                        local[rec.caption.key] = {"subtexts": [" ".join(parts)] if len(parts) > 1 else parts,
-                                                  "bounds_frames": [0, length]}
-                        continue
-                    if slot is None:  # the motion is loaded only when some caption needs the DP
-                        item = view[indices[0]]
-                        slot = len(motions)
-                        motions.append(item["motion"].to(device))
-                        grids.append(grid)
-                    requests.append((slot, parts))
-                    pending.append((rec.caption.key, parts, grid))
-            if requests:
-                costs = subtext_cost_tables(model, motions, grids, requests)
-                for (k, parts, grid), part in zip(pending, optimal_partition_batch(costs)):
-                    local[k] = {"subtexts": parts, "bounds_frames": part.frames(grid).tolist()}
-                segmented += len(requests)
-            bar.update(len(chunk))
+        for covered, done in partition_clips(model, clips, clips_per_batch):
+            for k, grid, part in done:
+                local[k] = {"subtexts": subtexts[k], "bounds_frames": part.frames(grid).tolist()}
+            segmented += len(done)
+            bar.update(covered)
     shares = mdist.all_gather_object((local, merged, segmented))
     found = {k: v for share, _, _ in shares for k, v in share.items()}
     segments = {r.caption.key: found[r.caption.key] for r in view.records if r.caption.key in found}

@@ -11,13 +11,13 @@ the tables of many captions of many motions in one batched pass (what training a
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clip_features", "clip_features_batch", "partition_costs", "subtext_cost_tables"]
+__all__ = ["clip_features", "clip_features_batch", "partition_clips", "partition_costs", "subtext_cost_tables"]
 
 
 @torch.no_grad()
@@ -128,3 +128,34 @@ def partition_costs(subtext_features: torch.Tensor, clips: torch.Tensor) -> np.n
     m = F.normalize(clips.float(), dim=-1)
     cos = torch.einsum("nd,abd->nab", t, m)
     return (1.0 - cos).cpu().numpy().astype(np.float32)
+
+
+def partition_clips(model, clips: Sequence[tuple[Callable[[], torch.Tensor], np.ndarray, Sequence[tuple]]],
+                    clips_per_batch: int = 16) -> Iterator[tuple[int, list[tuple]]]:
+    """The optimal partition of every (tag, sub-texts) request of every clip, a batch at a time.
+
+    Args:
+        model: as :func:`subtext_cost_tables`.
+        clips: (load_motion, grid, requests) per clip: ``load_motion()`` gives the motion [T, F] on
+            the model's device, and is called only when the clip has a request; grid int64 [G+1];
+            requests: (tag, [t^0..t^{N-1}]) pairs with 1 <= N <= G.
+        clips_per_batch: clips whose tables are built in one batched pass and whose DPs are solved
+            together (memory is bounded by one batch's tables).
+
+    Yields:
+        per batch, (number of clips it covered, [(tag, grid, Partition), ...]).
+    """
+    from mate.segment import optimal_partition_batch
+
+    for start in range(0, len(clips), clips_per_batch):
+        chunk = clips[start:start + clips_per_batch]
+        motions, grids, requests, tagged = [], [], [], []
+        for load_motion, grid, wanted in chunk:
+            if not wanted:
+                continue
+            motions.append(load_motion())
+            grids.append(grid)
+            requests += [(len(motions) - 1, list(parts)) for _, parts in wanted]
+            tagged += [(tag, grid) for tag, _ in wanted]
+        parts = optimal_partition_batch(subtext_cost_tables(model, motions, grids, requests)) if requests else []
+        yield len(chunk), [(tag, grid, part) for (tag, grid), part in zip(tagged, parts)]
