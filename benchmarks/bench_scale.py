@@ -61,9 +61,9 @@ STAGES = [
     ("startup+index", re.compile(r" INFO data: ")),
     ("subtexts", re.compile(r" INFO subtexts: (\d+ captions|reusing)")),
     ("vocabulary", re.compile(r" INFO vocabulary: ")),
-    ("stage0", re.compile(r" INFO stage0: (epoch \d+/\d+ step|reusing)")),
+    ("stage0", re.compile(r" INFO stage0: (epoch (\d+)/\2 step|reusing)")),  # the last epoch N/N
     ("segments", re.compile(r" INFO segments: (\d+ captions|reusing)")),
-    ("stage1", re.compile(r" INFO stage1: (epoch \d+/\d+ step|reusing)")),
+    ("stage1", re.compile(r" INFO stage1: (epoch (\d+)/\2 step|reusing)")),
     ("export", re.compile(r" INFO export: ")),
     ("finish", re.compile(r" INFO done in ")),
 ]
@@ -220,14 +220,25 @@ def steady_step_rates(metrics_csv: Path) -> dict:
     return out
 
 
-def watch_training(data: Path, run: Path, args, budget_s: float, label: str) -> dict:
+def rss_breakdown(pid: int) -> dict | None:
+    """VmRSS and its anonymous / file-backed parts (RssAnon, RssFile) of ``pid`` in bytes, from
+    /proc (None where unreadable): mapped motion files show up in RssFile, heap in RssAnon."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "RssAnon", "RssFile")}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epochs: int = 1) -> dict:
     """Run `python -m mate.train` on ``data`` into ``run`` and watch it (see module docstring)."""
     from mate.memory import rss_of_pid
 
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     cmd = [PY, "-m", "mate.train", "--data", str(data), "--preset", "cpu-small", "--stage0-epochs", "1",
-           "--epochs", "1", "--out", str(run), "--encoder", args.encoder, "--log-every", "1", "--no-export"]
+           "--epochs", str(epochs), "--out", str(run), "--encoder", args.encoder, "--log-every", "1", "--no-export"]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
     if args.save_every:  # mid-epoch checkpoints: a full-epoch run can be continued with mate.train --resume
@@ -245,6 +256,7 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str) -> 
     stopped = False
     load_samples = []
     next_load_sample = t0
+    rss_timeline: list[dict] = []  # every --sample-every-s: RSS and its anonymous / file-backed parts
     rusage = None
     while True:
         done_pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -285,7 +297,11 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str) -> 
             break
         if now >= next_load_sample:
             load_samples.append(loadavg()[0] if loadavg() else None)
-            next_load_sample = now + 30
+            parts = rss_breakdown(proc.pid)
+            if parts:
+                stage = STAGES[stage_index][0] if stage_index < len(STAGES) else "finish"
+                rss_timeline.append({"t": round(now - t0), "stage": stage, **parts})
+            next_load_sample = now + args.sample_every_s
         time.sleep(0.25)
     wall = time.perf_counter() - t0
     stderr_text = err_path.read_text(errors="replace")
@@ -308,6 +324,7 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str) -> 
         "progress_bars": {k: {"n": v[0], "total": v[1], "elapsed_s": v[2]} for k, v in bars.items()},
         "steady_seconds_per_step": step_rates,
         "summary": summary, "loadavg_1min_samples": [x for x in load_samples if x is not None][:80],
+        "rss_timeline": rss_timeline,
         "stderr_tail": stderr_text.replace("\r", "\n").strip().splitlines()[-5:],
         "log_tail": log_path.read_text(errors="replace").strip().splitlines()[-12:] if log_path.exists() else [],
     }
@@ -480,6 +497,10 @@ def main(argv=None) -> None:
     p.add_argument("--calib-motions", type=int, default=64, help="training motions of the calibration run (0: skip)")
     p.add_argument("--calib-budget-s", type=float, default=600)
     p.add_argument("--reference-motions", type=int, default=200, help="training motions of the reference phase")
+    p.add_argument("--reference-epochs", type=int, default=1,
+                   help="stage-1 epochs of the reference phase (several: does the RSS grow with steps?)")
+    p.add_argument("--sample-every-s", type=float, default=30,
+                   help="seconds between load-average and RSS-breakdown samples (rss_timeline)")
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--loader-batch", type=int, default=32)
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "scale_cpu.json")
@@ -549,10 +570,12 @@ def main(argv=None) -> None:
         info = make_subset(data, subset, args.reference_motions)
         load_before = loadavg()
         ref = watch_training(subset, args.root / "run_reference", args, args.calib_budget_s,
-                             f"small-scale reference ({info['train_motions']} training motions)")
+                             f"small-scale reference ({info['train_motions']} training motions)",
+                             epochs=args.reference_epochs)
         ref["subset"] = info
-        results["small_scale_reference"] = {"max_steps": args.max_steps, "environment": environment(),
-                                            "loadavg_at_start": load_before, **ref}
+        key = "small_scale_reference" + ("" if args.reference_epochs == 1 else f"_{args.reference_epochs}_stage1_epochs")
+        results[key] = {"max_steps": args.max_steps, "stage1_epochs": args.reference_epochs,
+                        "environment": environment(), "loadavg_at_start": load_before, **ref}
         save()
     if "extrapolate" in phases and "train_full" in results:
         epoch = measured_epoch(results["train_full"]) if not results.get("max_steps") else None
