@@ -9,5 +9,10 @@ interpreter is numpy, one program at a time).
   backward, online softmax over frames, log-sum-exp kept for the backward.
 * :mod:`mate.kernels.prototype_ce` -- cosine prototype cross-entropy blocked over K with an online
   log-sum-exp; never materialises the N x K logits.
+
+Both use only public names of :mod:`mate.ops` (``register_triton_impl``, ``NORM_EPS``,
+``REDUCTIONS``) and share their host-side helpers (poisoned output buffers, accumulation dtype,
+tile widths) through ``mate.kernels._helpers``. The math they implement is in docs/method.md
+("Fused forms").
 """
 from . import gaussian_attention, prototype_ce  # noqa: F401  (each registers itself with mate.ops)

@@ -1,6 +1,7 @@
 """Fused Triton kernel: Gaussian-prior word-query attention (paper, Eqs. 2-4), forward and backward.
 
-The math (DESIGN.md section 2). Query ``i`` (motion ``b = motion_idx[i]``), head ``h``, frame ``t``::
+The math (docs/method.md, "Word localisation" and "Fused forms"). Query ``i`` (motion
+``b = motion_idx[i]``), head ``h``, frame ``t``::
 
     g_i(t) = exp(-((t - c_i) / sigma_i)^2 / 2)     (0 where sigma_i <= 0; or prior[i, t] if given)
     s_t    = scale * (1 + lam * g_i(t))             the per-frame score multiplier
@@ -50,31 +51,19 @@ grad raises.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from mate.ops import _common as C
+from mate.ops import register_triton_impl
+
+from ._helpers import acc_dtype, empty, pow2_at_least_16
 
 __all__ = ["dropout_keep_mask", "gaussian_word_attention_triton", "DEFAULT_BLOCK_Q", "DEFAULT_BLOCK_T"]
 
 DEFAULT_BLOCK_Q = 16  # queries per tile (tensor-core M); paper shapes average 17 queries a motion
 DEFAULT_BLOCK_T = 32  # frames per block (tensor-core N); 196 frames -> 7 blocks
-
-
-def _poison() -> bool:
-    return os.environ.get("MATE_POISON_OUTPUTS", "").strip() not in ("", "0")
-
-
-def _empty(shape, dtype, device) -> torch.Tensor:
-    """torch.empty, filled with NaN under MATE_POISON_OUTPUTS=1 so an element a kernel skips shows."""
-    out = torch.empty(shape, dtype=dtype, device=device)
-    if _poison():
-        out.fill_(float("nan"))
-    return out
 
 
 # ----------------------------------------------------------------------------- device helpers
@@ -302,10 +291,6 @@ def _keep_mask_kernel(out_ptr, seed_ptr, n, dropout_p, BLOCK: tl.constexpr):
 # ----------------------------------------------------------------------------- host side
 
 
-def _block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
-
-
 def _plan(motion_idx: torch.Tensor, num_motions: int, block_q: int):
     """Sort queries by motion and cut them into tiles, on the device, without a host sync.
 
@@ -334,15 +319,9 @@ def _plan(motion_idx: torch.Tensor, num_motions: int, block_q: int):
     return order, offsets, tiles.contiguous(), n_tiles
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulator (and lse) dtype; the kernels read it back from lse's pointer type, so only
-    int/bool constexprs cross into the launch (inductor re-emits them as literals)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _prep(q, k, v, motion_idx, center, sigma, lengths, prior):
     """Contiguous inputs (kernels read raw pointers); center/sigma/prior in the accumulator dtype."""
-    acc_t = _acc_dtype(q.dtype)
+    acc_t = acc_dtype(q.dtype)
     prior_c = prior.to(acc_t).contiguous() if prior is not None else center.new_empty(1, dtype=acc_t)
     return (q.contiguous(), k.contiguous(), v.contiguous(), motion_idx.contiguous(),
             center.to(acc_t).contiguous(), sigma.to(acc_t).contiguous(), lengths.contiguous(), prior_c)
@@ -356,11 +335,11 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, motion_idx
     """out [Q, H, d] (q's dtype) and lse [Q, H] (float32; float64 for fp64 inputs)."""
     num_queries, num_heads, head_dim = q.shape
     num_motions, num_frames = k.shape[:2]
-    acc_t = _acc_dtype(q.dtype)
+    acc_t = acc_dtype(q.dtype)
     has_prior = prior is not None
     q, k, v, motion_idx, center, sigma, lengths, prior_c = _prep(q, k, v, motion_idx, center, sigma, lengths, prior)
-    out = _empty((num_queries, num_heads, head_dim), q.dtype, q.device)
-    lse = _empty((num_queries, num_heads), acc_t, q.device)
+    out = empty((num_queries, num_heads, head_dim), q.dtype, q.device)
+    lse = empty((num_queries, num_heads), acc_t, q.device)
     if num_queries == 0:
         return out, lse
     order, _, tiles, n_tiles = _plan(motion_idx, num_motions, block_q)
@@ -368,7 +347,7 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, motion_idx
         q, k, v, out, lse, tiles, order, center, sigma, lengths, prior_c, seed, n_tiles, num_frames,
         num_heads, head_dim, lam, scale, dropout_p, HAS_PRIOR=has_prior, HAS_DROPOUT=dropout_p > 0.0,
         USE_DOT=q.dtype != torch.float64, BLOCK_Q=block_q, BLOCK_T=block_t,
-        BLOCK_D=_block_d(head_dim))
+        BLOCK_D=pow2_at_least_16(head_dim))
     return out, lse
 
 
@@ -381,21 +360,21 @@ def _attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     """dq [Q, H, d], dk, dv [B, T, H, d] in the inputs' dtype."""
     num_queries, num_heads, head_dim = q.shape
     num_motions, num_frames = k.shape[:2]
-    acc_t = _acc_dtype(q.dtype)
+    acc_t = acc_dtype(q.dtype)
     has_prior = prior is not None
     q, k, v, motion_idx, center, sigma, lengths, prior_c = _prep(q, k, v, motion_idx, center, sigma, lengths, prior)
     dout = dout.to(q.dtype).contiguous()  # sum().backward() hands an expanded, stride-0 gradient
     out = out.contiguous()
     lse = lse.contiguous()
-    dq = _empty(q.shape, q.dtype, q.device)
-    dk = _empty(k.shape, k.dtype, k.device)
-    dv = _empty(v.shape, v.dtype, v.device)
+    dq = empty(q.shape, q.dtype, q.device)
+    dk = empty(k.shape, k.dtype, k.device)
+    dv = empty(v.shape, v.dtype, v.device)
     if num_queries == 0:
         return dq, dk.zero_(), dv.zero_()
-    delta = _empty((num_queries, num_heads), acc_t, q.device)
+    delta = empty((num_queries, num_heads), acc_t, q.device)
     order, offsets, tiles, n_tiles = _plan(motion_idx, num_motions, block_q)
     common = dict(HAS_PRIOR=has_prior, HAS_DROPOUT=dropout_p > 0.0, USE_DOT=q.dtype != torch.float64,
-                  BLOCK_Q=block_q, BLOCK_T=block_t, BLOCK_D=_block_d(head_dim))
+                  BLOCK_Q=block_q, BLOCK_T=block_t, BLOCK_D=pow2_at_least_16(head_dim))
     # dq first: it also writes delta = <do, o>, which the dk/dv kernel reads.
     wrap_triton(_bwd_dq_kernel)[(n_tiles, num_heads)](
         q, k, v, out, dout, lse, delta, dq, tiles, order, center, sigma, lengths, prior_c, seed, n_tiles,
@@ -462,4 +441,4 @@ def dropout_keep_mask(num_queries: int, num_heads: int, num_frames: int, dropout
     return mask.bool()
 
 
-C.register_triton_impl("gaussian_word_attention", gaussian_word_attention_triton)
+register_triton_impl("gaussian_word_attention", gaussian_word_attention_triton)

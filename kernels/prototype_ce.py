@@ -1,6 +1,7 @@
 """Fused prototype cross-entropy (paper, Eq. 5, L_self; also each direction of InfoNCE, Eq. 6).
 
-Math (DESIGN.md section 2). With a_i = 1 / max(||f_i||, eps), b_k = 1 / max(||p_k||, eps), eps = 1e-12::
+Math (docs/method.md, "Losses" and "Fused forms"). With a_i = 1 / max(||f_i||, eps),
+b_k = 1 / max(||p_k||, eps), eps = 1e-12 (``mate.ops.NORM_EPS``)::
 
     h_i = a_i f_i,   P^_k = b_k p_k,   z_ik = <h_i, P^_k> / tau = a_i b_k <f_i, p_k> / tau
     lse_i = log sum_k exp(z_ik),        L_i = lse_i - z_{i, y_i}        (0 for ignored rows)
@@ -57,34 +58,17 @@ into ``mate.ops`` via ``register_triton_impl("prototype_cross_entropy", ...)`` a
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from mate.ops import _common as C
+from mate.ops import NORM_EPS, REDUCTIONS, register_triton_impl
+
+from ._helpers import acc_dtype, empty, pow2_at_least_16
 
 __all__ = ["block_config", "prototype_cross_entropy_triton"]
-
-NORM_EPS = 1e-12  # as mate.ops.prototype_ce (F.normalize's eps)
-_REDUCTIONS = ("mean", "sum", "none")
-
-# Test hook: overrides merged into the chosen launch configuration (see block_config()).
-_CONFIG_OVERRIDE: dict = {}
-
-
-def _poison() -> bool:
-    return os.environ.get("MATE_POISON_OUTPUTS", "").strip() not in ("", "0")
-
-
-def _empty(shape, dtype, device) -> torch.Tensor:
-    """torch.empty, NaN-filled under MATE_POISON_OUTPUTS=1 so an element no kernel wrote shows."""
-    out = torch.empty(shape, dtype=dtype, device=device)
-    if _poison():
-        out.fill_(float("nan"))
-    return out
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -349,10 +333,6 @@ _ROWS_BLOCK = dict(BLOCK_M=32, BLOCK_D=64)  # norm / scale / finalize kernels (m
 _CONFIG_OVERRIDE: dict = {}
 
 
-def _pow2_at_least_16(n: int) -> int:
-    return max(16, triton.next_power_of_2(max(int(n), 1)))
-
-
 def block_config(device: torch.device, n: int, k: int, d: int, dtype: torch.dtype = torch.float32) -> dict:
     """Launch configuration for one call: {"fwd"|"df"|"dp": tiles and warps, "SPLIT_F", "SPLIT_B"}.
 
@@ -364,8 +344,8 @@ def block_config(device: torch.device, n: int, k: int, d: int, dtype: torch.dtyp
     """
     on_gpu = device.type == "cuda"
     base = (_GPU_CONFIG_FP64 if dtype == torch.float64 else _GPU_CONFIG) if on_gpu else _INTERPRETER_CONFIG
-    limits = dict(BLOCK_M=_pow2_at_least_16(n), BLOCK_K=_pow2_at_least_16(k), BLOCK_D=_pow2_at_least_16(d),
-                  BLOCK_DO=_pow2_at_least_16(d))
+    limits = dict(BLOCK_M=pow2_at_least_16(n), BLOCK_K=pow2_at_least_16(k), BLOCK_D=pow2_at_least_16(d),
+                  BLOCK_DO=pow2_at_least_16(d))
     cfg: dict = {}
     for name, tiles in base.items():
         tiles = dict(tiles)
@@ -403,28 +383,24 @@ def _launch_opts(tiles: dict) -> dict:
     return {k: v for k, v in tiles.items() if k.startswith("BLOCK_") or k.startswith("num_")}
 
 
-def _acc_torch(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _ieee(dtype: torch.dtype, device: torch.device) -> bool:
     """Exact fp32 dot products unless torch's own fp32 matmuls may use tf32 (then so do we).
     Only bools/ints cross into the launch as constexprs (inductor re-emits them as literals)."""
     return not (dtype == torch.float32 and device.type == "cuda" and torch.get_float32_matmul_precision() != "highest")
 
 
-def _constants(tau: float, acc_dtype: torch.dtype, device) -> torch.Tensor:
+def _constants(tau: float, acc: torch.dtype, device) -> torch.Tensor:
     """[1 / tau, eps] in the accumulation dtype, read by the kernels from memory: Python float
     kernel arguments are passed as fp32, which would round them in the float64 path."""
-    consts = torch.full((2,), 1.0 / tau, dtype=acc_dtype, device=device)
+    consts = torch.full((2,), 1.0 / tau, dtype=acc, device=device)
     consts[1] = NORM_EPS
     return consts
 
 
-def _row_norms(x: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+def _row_norms(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     """||x_i|| [rows] in the accumulation dtype."""
     rows, width = x.shape
-    out = _empty((rows,), acc_dtype, x.device)
+    out = empty((rows,), acc, x.device)
     if rows > 0:
         wrap_triton(_norm_kernel)[(triton.cdiv(rows, _ROWS_BLOCK["BLOCK_M"]),)](
             x, out, rows, width, x.stride(0), **_ROWS_BLOCK)
@@ -434,17 +410,17 @@ def _row_norms(x: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
 def _normalized(x: torch.Tensor, norm: torch.Tensor, consts: torch.Tensor) -> torch.Tensor:
     """x / max(||x||, eps) in x's dtype, [rows, D] contiguous: the backward's update operand."""
     rows, width = x.shape
-    out = _empty((rows, width), x.dtype, x.device)
+    out = empty((rows, width), x.dtype, x.device)
     if rows > 0 and width > 0:
         wrap_triton(_scale_rows_kernel)[(triton.cdiv(rows, _ROWS_BLOCK["BLOCK_M"]),)](
             x, norm, out, consts, rows, width, x.stride(0), **_ROWS_BLOCK)
     return out
 
 
-def _row_weights(grad: torch.Tensor, valid: torch.Tensor, reduction: str, acc_dtype) -> torch.Tensor:
+def _row_weights(grad: torch.Tensor, valid: torch.Tensor, reduction: str, acc: torch.dtype) -> torch.Tensor:
     """w_i = dLoss/dL_i: grad * valid_i (/ N_valid for "mean"); ignored rows get 0."""
-    validf = valid.to(acc_dtype)
-    grad = grad.to(acc_dtype).contiguous()  # "none": an expanded (stride-0) grad is materialised
+    validf = valid.to(acc)
+    grad = grad.to(acc).contiguous()  # "none": an expanded (stride-0) grad is materialised
     if reduction == "mean":
         return validf * (grad / validf.sum().clamp_min(1.0))
     return validf * grad
@@ -462,17 +438,17 @@ def _prototype_ce_fwd(features: torch.Tensor, prototypes: torch.Tensor, target: 
     n, d = features.shape
     k = prototypes.shape[0]
     device = features.device
-    acc = _acc_torch(features.dtype)
+    acc = acc_dtype(features.dtype)
     cfg = block_config(device, n, k, d, features.dtype)
     consts = _constants(tau, acc, device)
     norm_f = _row_norms(features, acc)
     norm_p = _row_norms(prototypes, acc)
     split = cfg["SPLIT_F"]
     if split == 1:
-        lse, zt = _empty((n,), acc, device), _empty((n,), acc, device)
+        lse, zt = empty((n,), acc, device), empty((n,), acc, device)
         lse_part, zt_part = lse, zt
     else:
-        lse_part, zt_part = _empty((split, n), acc, device), _empty((split, n), acc, device)
+        lse_part, zt_part = empty((split, n), acc, device), empty((split, n), acc, device)
     if n > 0:
         tiles = cfg["fwd"]
         wrap_triton(_fwd_kernel)[(triton.cdiv(n, tiles["BLOCK_M"]), split)](
@@ -501,7 +477,7 @@ def _prototype_ce_bwd(grad: torch.Tensor, features: torch.Tensor, prototypes: to
     n, d = features.shape
     k = prototypes.shape[0]
     device, dtype = features.device, features.dtype
-    acc = _acc_torch(dtype)
+    acc = acc_dtype(dtype)
     cfg = block_config(device, n, k, d, dtype)
     consts = _constants(tau, acc, device)
     w = _row_weights(grad, target != ignore_index, reduction, acc)
@@ -510,14 +486,14 @@ def _prototype_ce_bwd(grad: torch.Tensor, features: torch.Tensor, prototypes: to
     # (input-sized) instead of folding the norms into the left operand.
     scaled = dtype != torch.float16
 
-    df = _empty((n if need_df else 0, d), dtype, device)
+    df = empty((n if need_df else 0, d), dtype, device)
     if need_df and n > 0 and d > 0:
         tiles, split = cfg["df"], cfg["SPLIT_B"]
         p_hat = prototypes if scaled else _normalized(prototypes, norm_p, consts)  # read-only stand-in
         direct = split == 1
         # partial buffers (unused when direct: any internal tensor stands in, never an input)
-        dh_part = df if direct else _empty((split, n, d), acc, device)
-        c_part = w if direct else _empty((split, n), acc, device)
+        dh_part = df if direct else empty((split, n, d), acc, device)
+        c_part = w if direct else empty((split, n), acc, device)
         d_slices = triton.cdiv(d, tiles["BLOCK_DO"])
         wrap_triton(_bwd_df_kernel)[(triton.cdiv(n, tiles["BLOCK_M"]), d_slices, split)](
             features, prototypes, p_hat, norm_f, norm_p, target, lse, w, df, dh_part, c_part, n, k, d,
@@ -530,7 +506,7 @@ def _prototype_ce_bwd(grad: torch.Tensor, features: torch.Tensor, prototypes: to
                 features, norm_f, w, df, dh_part, c_part, n, d, features.stride(0), consts, split, **fin)
         del dh_part, c_part
 
-    dp = _empty((k if need_dp else 0, d), dtype, device)
+    dp = empty((k if need_dp else 0, d), dtype, device)
     if need_dp and d > 0:
         tiles = cfg["dp"]
         f_hat = features if scaled else _normalized(features, norm_f, consts)
@@ -566,11 +542,11 @@ def prototype_cross_entropy_triton(features: torch.Tensor, prototypes: torch.Ten
                                    tau: float, reduction: str = "mean", ignore_index: int = -100) -> torch.Tensor:
     """The ``impl="triton"`` entry of :func:`mate.ops.prototype_cross_entropy` (arguments already
     validated there): the loss only; lse and the norms stay saved for the backward."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"prototype_cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"prototype_cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     loss, _, _, _ = torch.ops.mate.prototype_cross_entropy(
         features, prototypes, target, float(tau), reduction, int(ignore_index))
     return loss
 
 
-C.register_triton_impl("prototype_cross_entropy", prototype_cross_entropy_triton)
+register_triton_impl("prototype_cross_entropy", prototype_cross_entropy_triton)

@@ -1,7 +1,7 @@
 """mate.ops references against the paper's equations written independently here.
 
 Oracles in this file never call mate.ops: a loop-per-(query, head) attention, the closed-form
-backward formulas of DESIGN.md section 2, torch's scaled_dot_product_attention and
+backward formulas of docs/method.md ("Fused forms"), torch's scaled_dot_product_attention and
 F.cross_entropy on cosine logits. Inputs are fresh random tensors from seeded generators (never
 zeros), with odd sizes.
 
@@ -99,7 +99,7 @@ def naive_attention(q, k, v, motion_idx, center, sigma, lengths, lam, scale=None
 
 
 def closed_form_attention_grads(q, k, v, motion_idx, center, sigma, lengths, lam, dout):
-    """DESIGN.md section 2: per (query, head), s_t = scale(1 + lam g_t), r_t = <q, k_t>,
+    """docs/method.md, "Fused forms": per (query, head), s_t = scale(1 + lam g_t), r_t = <q, k_t>,
     z = s r, p = softmax(z), o = sum p_t v_t; dv_t += p_t do; dp_t = <do, v_t>;
     dz_t = p_t (dp_t - <do, o>); dr_t = s_t dz_t; dq = sum_t dr_t k_t; dk_t += dr_t q."""
     scale = q.shape[-1] ** -0.5
@@ -407,7 +407,7 @@ def cosine_logits(features, prototypes, tau):
 
 
 def closed_form_ce_grads(features, prototypes, target, tau, row_weight, ignore_index=-100):
-    """DESIGN.md section 2, with dL/dloss_i = row_weight_i (1/N_valid for "mean"):
+    """docs/method.md, "Fused forms", with dL/dloss_i = row_weight_i (1/N_valid for "mean"):
     dz = w (softmax(z) - onehot), dh = dz P^ / tau, dP^ = dz^T h / tau,
     df = (dh - h <h, dh>) / ||f|| (same for P)."""
     f_norm = features.norm(dim=1, keepdim=True)

@@ -21,13 +21,24 @@ Every op takes ``impl``:
 
 Dropout masks come from a seeded ``torch.Generator`` in the reference/compiled paths and from the
 kernel's own RNG in the Triton path: masks differ across impls.
+
+Constants: ``IMPLS``; ``PRIOR_VARIANTS``, the attention-prior variants of :func:`prior_weights`
+(``"none" | "binary" | "gaussian_in_segment" | "gaussian"``; its single home: the model and the
+command line take it from here); ``REDUCTIONS``, the ``reduction`` values of
+:func:`prototype_cross_entropy`; ``NORM_EPS``, the eps of its cosine normalisation.
+
+For kernel authors: ``mate.kernels`` uses only public names of this package --
+:func:`register_triton_impl` to plug a kernel in (see its docstring for the arguments each op
+passes), and ``NORM_EPS`` / ``REDUCTIONS`` so that the kernels and the references cannot drift
+apart. The math of every op, eager and fused, is written out in docs/method.md.
 """
 from ._common import IMPLS, compile_available, register_triton_impl, resolve_impl
 from .attention import PRIOR_VARIANTS, gaussian_word_attention, gaussian_word_attention_literal, prior_weights
-from .prototype_ce import REDUCTIONS, info_nce, prototype_cross_entropy
+from .prototype_ce import NORM_EPS, REDUCTIONS, info_nce, prototype_cross_entropy
 
 __all__ = [
     "IMPLS",
+    "NORM_EPS",
     "PRIOR_VARIANTS",
     "REDUCTIONS",
     "compile_available",

@@ -33,6 +33,8 @@ from . import _common as C
 __all__ = ["PRIOR_VARIANTS", "gaussian_word_attention", "gaussian_word_attention_literal", "prior_weights"]
 
 OP = "gaussian_word_attention"
+# The attention-prior variants (paper, Table 6), in :func:`prior_weights`. The one definition in
+# the package: import it as ``mate.ops.PRIOR_VARIANTS``.
 PRIOR_VARIANTS = ("none", "binary", "gaussian_in_segment", "gaussian")
 
 
@@ -262,7 +264,7 @@ def gaussian_word_attention(
             divided by ``1 - p``). Applied only when ``p > 0``.
         seed: makes dropout deterministic: the reference/compiled paths draw the mask from a
             ``torch.Generator`` seeded with ``seed`` (the global RNG when None). The Triton path
-            will use its own in-kernel RNG, so masks differ across impls: compare dropout only
+            uses its own in-kernel RNG, so masks differ across impls: compare dropout only
             within one impl. Inside a caller that ``torch.compile`` traces, only ``seed=None``
             works (no ``torch.Generator`` can be created there): seed the global RNG instead.
         impl: ``"auto" | "reference" | "compiled" | "triton"`` (see :mod:`mate.ops`).

@@ -7,23 +7,23 @@ Cosine logits over prototypes at temperature tau::
     loss_i = logsumexp_k(z_i) - z_{i, y_i}
 
 InfoNCE is the same loss with the prototypes := the other modality's batch and targets := arange.
-The reference materialises the ``[N, K]`` logits; the Triton kernel will block over K with an
-online logsumexp and keep only the N log-sum-exps.
+The reference materialises the ``[N, K]`` logits; the Triton kernel (``mate.kernels.prototype_ce``)
+blocks over K with an online logsumexp and keeps only the N log-sum-exps (docs/method.md,
+"Fused forms").
 """
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from . import _common as C
 
-__all__ = ["REDUCTIONS", "info_nce", "prototype_cross_entropy"]
+__all__ = ["NORM_EPS", "REDUCTIONS", "info_nce", "prototype_cross_entropy"]
 
 OP = "prototype_cross_entropy"
-REDUCTIONS = ("mean", "sum", "none")
-NORM_EPS = 1e-12
+REDUCTIONS = ("mean", "sum", "none")  # the ``reduction`` values (the Triton kernel checks the same)
+NORM_EPS = 1e-12  # x / max(||x||, eps), like F.normalize; the Triton kernel uses the same eps
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The text-encoder contract MATE trains through: only the word-embedding table WE learns.
 
-MATE (DESIGN.md section 2) anchors motion words to movement by fine-tuning the input
-word-embedding table WE of a pretrained text encoder and nothing else. Every other weight of the
-encoder is frozen (``requires_grad=False``) yet stays differentiable: the sentence-level loss
+MATE (docs/method.md, "Pipeline: stage 1") anchors motion words to movement by fine-tuning the
+input word-embedding table WE of a pretrained text encoder and nothing else. Every other weight of
+the encoder is frozen (``requires_grad=False``) yet stays differentiable: the sentence-level loss
 L_sent reaches WE *through* the frozen transformer, while the word-level losses read WE(w) directly
 (`TextEncoder.embed_words`, the mean of a word's token embeddings).
 

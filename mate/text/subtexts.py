@@ -1,7 +1,8 @@
 """Split a motion caption into sub-texts t^1..t^N, one per action, in temporal order.
 
-MATE segments each motion into N clips, one per sub-text (DESIGN.md sections 1-2, Eq. 1); a
-vocabulary word's motion segment is the clip of the sub-text that contains it. The paper has an
+MATE segments each motion into N clips, one per sub-text (paper, Eq. 1; docs/method.md,
+"Pipeline: sub-texts" and "Pipeline: segmentation"); a vocabulary word's motion segment is the clip
+of the sub-text that contains it. The paper has an
 LLM split the captions under a fixed prompt. This module gives
 
 * `split_subtexts`: an offline, rule-based splitter that follows the same rules;

@@ -1,11 +1,12 @@
 """Words of the captions: tokenisation, lemmas, the prototype vocabulary, where each word lies in
 the motion, and each word's token ids in a text encoder.
 
-MATE's self-disentanglement loss (DESIGN.md section 2, Eq. 5) has one learnable prototype per
-lemmatised training word (5,161 for HumanML3D, 1,191 for KIT-ML in the paper). This module builds
-that vocabulary (`build_vocabulary`), maps each vocabulary word of a caption to the sub-text and the
-motion segment that contain it (`locate_words`), and gives each vocabulary word's token ids in a
-Hugging Face tokenizer (`word_token_ids`), so that WE(w) can be the mean of its token embeddings.
+MATE's self-disentanglement loss (paper, Eq. 5; docs/method.md, "Losses") has one learnable
+prototype per lemmatised training word (5,161 for HumanML3D, 1,191 for KIT-ML in the paper). This
+module builds that vocabulary (`build_vocabulary`), maps each vocabulary word of a caption to the
+sub-text and the motion segment that contain it (`locate_words`), and gives each vocabulary word's
+token ids in a Hugging Face tokenizer (`word_token_ids`), so that WE(w) can be the mean of its
+token embeddings.
 
 This module is the word layer; `mate.text.subtexts` (the clause layer) builds on it.
 
