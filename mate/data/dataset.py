@@ -1,6 +1,7 @@
 """Real motion-text datasets: HumanML3D, KIT-ML and the TMR ``annotations.json`` layout.
 
-Two on-disk layouts are read (see DESIGN.md section 4):
+Two on-disk layouts are read (described with the feature layout, splits and length filter in
+``docs/data.md``):
 
 ``texts`` layout (HumanML3D, and KIT-ML as processed by the HumanML3D scripts)::
 
@@ -54,11 +55,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from mate.data.skeleton import HUMANML3D, KITML, SkeletonSpec, get_skeleton
 
 __all__ = [
     "DATASET_SPECS",
@@ -75,27 +78,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Fixed facts of a motion representation: feature width, frame rate, standard minimum length."""
+#: The fixed facts of a motion representation (feature width, frame rate, standard clip
+#: lengths) are those of its skeleton: :class:`mate.data.skeleton.SkeletonSpec`, under its old
+#: name here.
+DatasetSpec = SkeletonSpec
 
-    name: str
-    feature_dim: int
-    fps: float
-    min_frames: int
-
-
-DATASET_SPECS: dict[str, DatasetSpec] = {
-    "humanml3d": DatasetSpec("humanml3d", feature_dim=263, fps=20.0, min_frames=40),
-    "kit": DatasetSpec("kit", feature_dim=251, fps=12.5, min_frames=24),
-}
-_DATASET_ALIASES = {
-    "humanml3d": "humanml3d", "humanml": "humanml3d", "hml3d": "humanml3d", "t2m": "humanml3d",
-    "kit": "kit", "kitml": "kit", "kit-ml": "kit", "kit_ml": "kit",
-}
+DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (HUMANML3D, KITML)}
 # Both HumanML3D and KIT-ML loaders drop clips of 200 frames and longer and crop to 196.
-DEFAULT_MAX_FRAMES = 200
-DEFAULT_CROP_FRAMES = 196
+assert HUMANML3D.max_frames == KITML.max_frames and HUMANML3D.crop_frames == KITML.crop_frames
+DEFAULT_MAX_FRAMES = HUMANML3D.max_frames
+DEFAULT_CROP_FRAMES = HUMANML3D.crop_frames
 # A progress bar is worth its noise only for real-size splits.
 _PROGRESS_THRESHOLD = 2000
 
@@ -168,6 +160,14 @@ def _check_span(start: float, end: float) -> None:
         raise _CaptionProblem("malformed_caption", f"end ({end}) is before start ({start})")
 
 
+def _raise_or_record(kind: str, message: str, strict: bool,
+                     problems: list[tuple[str, str]]) -> None:
+    """A bad caption: raise it (strict) or append ``(kind, message)`` to ``problems``."""
+    if strict:
+        raise _CaptionProblem(kind, message) from None
+    problems.append((kind, message))
+
+
 def parse_humanml3d_caption_line(line: str) -> tuple[str, list[str], float, float]:
     """Parse one HumanML3D caption line ``caption#word/POS word/POS ...#start#end``.
 
@@ -216,10 +216,8 @@ def read_humanml3d_text_file(path: str | os.PathLike, motion_id: str | None = No
         try:
             caption, tokens, start, end = parse_humanml3d_caption_line(line)
         except _CaptionProblem as exc:
-            message = f"{path}:{line_number}: {exc} in line {line!r}"
-            if strict:
-                raise _CaptionProblem(exc.kind, message) from None
-            problems.append((exc.kind, message))
+            _raise_or_record(exc.kind, f"{path}:{line_number}: {exc} in line {line!r}", strict,
+                             problems)
             continue
         index = len(captions)
         captions.append(Caption(caption, tuple(tokens), start, end, index,
@@ -250,10 +248,7 @@ def _parse_tmr_entry(motion_id: str, entry: Any, source: str, strict: bool
             end = _parse_seconds(annotation["end"], "end")
             _check_span(start, end)
         except _CaptionProblem as exc:
-            message = f"{label}: {exc}"
-            if strict:
-                raise _CaptionProblem(exc.kind, message) from None
-            problems.append((exc.kind, message))
+            _raise_or_record(exc.kind, f"{label}: {exc}", strict, problems)
             continue
         index = len(captions)
         key = str(seg_id) if seg_id else f"{motion_id}_{index}"
@@ -429,6 +424,8 @@ class MotionTextDataset(Dataset):
         validate: bool = False,
         progress: bool | None = None,
     ):
+        # Long on purpose: every option is checked here, in one place, so that a bad argument or
+        # a bad dataset-level file (split, Mean/Std) fails at construction, before any indexing.
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: dataset root not found")
@@ -533,10 +530,11 @@ class MotionTextDataset(Dataset):
     def _resolve_spec(self, dataset: str, mean: np.ndarray | None, mean_file: Path,
                       split_ids: Sequence[str], tmr_entries: Mapping[str, Any]) -> DatasetSpec:
         if dataset != "auto":
-            name = _DATASET_ALIASES.get(dataset.lower())
-            if name is None:
-                raise ValueError(f"unknown dataset {dataset!r}: expected 'humanml3d', 'kit' or 'auto'")
-            return DATASET_SPECS[name]
+            try:
+                return get_skeleton(dataset.lower())
+            except ValueError:
+                raise ValueError(f"unknown dataset {dataset!r}: expected 'humanml3d', 'kit' or "
+                                 f"'auto'") from None
         width, source = None, None
         if mean is not None:
             width, source = mean.shape[0], str(mean_file)
@@ -587,6 +585,22 @@ class MotionTextDataset(Dataset):
             return None
         return int(shape[0])
 
+    def _checked_captions(self, parse: Callable[..., tuple[list[Caption], list[tuple[str, str]]]],
+                          *args: Any) -> list[Caption] | None:
+        """The captions ``parse(*args, strict)`` returns, each of its problems recorded; None
+        when the motion is skipped: the whole entry or file is bad, or every caption in it is
+        (already counted per caption)."""
+        try:
+            captions, problems = parse(*args, self.strict)
+        except _CaptionProblem as exc:
+            self._problem(exc.kind, str(exc))
+            return None
+        for kind, message in problems:
+            self._problem(kind, message)
+        if problems and not captions:
+            return None
+        return captions
+
     def _length_ok(self, num_frames: int) -> bool:
         if num_frames < self.min_frames:
             return False
@@ -605,16 +619,10 @@ class MotionTextDataset(Dataset):
                                   f"{self.split_file}: id {motion_id!r} has no entry in "
                                   f"{annotations_name}")
                     continue
-                try:
-                    captions, problems = _parse_tmr_entry(motion_id, tmr_entries[motion_id],
-                                                          str(annotations_name), self.strict)
-                except _CaptionProblem as exc:
-                    self._problem(exc.kind, str(exc))
+                captions = self._checked_captions(_parse_tmr_entry, motion_id,
+                                                  tmr_entries[motion_id], str(annotations_name))
+                if captions is None:
                     continue
-                for kind, message in problems:
-                    self._problem(kind, message)
-                if problems and not captions:
-                    continue  # every annotation was bad: already counted per annotation
                 path = self._motion_path(motion_id, tmr_entries[motion_id])
                 if path is None:
                     self._problem("malformed_caption", f"{annotations_name}: motion {motion_id!r} "
@@ -634,15 +642,9 @@ class MotionTextDataset(Dataset):
                     self._problem("missing_text", f"{text_path}: caption file not found "
                                                   f"(split id {motion_id!r} in {self.split_file})")
                     continue
-                try:
-                    captions, problems = read_humanml3d_text_file(text_path, motion_id, self.strict)
-                except _CaptionProblem as exc:
-                    self._problem(exc.kind, str(exc))
+                captions = self._checked_captions(read_humanml3d_text_file, text_path, motion_id)
+                if captions is None:
                     continue
-                for kind, message in problems:
-                    self._problem(kind, message)
-                if problems and not captions:
-                    continue  # every line was bad: already counted per line
                 empty_message = f"{text_path}: caption file has no captions"
             if not captions:
                 self._problem("no_captions", empty_message)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from mate.data.skeleton import (
-    HUMANML3D, KITML, SkeletonSpec, _inverse_kinematics_quaternions, bone_lengths,
-    get_skeleton, qbetween, qinv, qmul, qrot, quaternion_to_cont6d,
+    HUMANML3D, KITML, SkeletonSpec, _cat, _inverse_kinematics_quaternions, _is_torch, _stack,
+    bone_lengths, get_skeleton, qbetween, qinv, qmul, qrot, quaternion_to_cont6d,
 )
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -49,7 +49,8 @@ class FeatureLayout:
 
     @property
     def width(self) -> int:
-        return 12 * self.num_joints - 1
+        """All channels: ``12 J - 1`` (:attr:`mate.data.skeleton.SkeletonSpec.feature_dim`)."""
+        return self.foot_contacts.stop
 
     @property
     def root_angular_velocity(self) -> slice:
@@ -104,20 +105,8 @@ def _spec_for_width(width: int) -> SkeletonSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# Small numpy/torch helpers
+# Small numpy/torch helpers (the dispatch helpers _is_torch, _cat, _stack are skeleton's)
 # --------------------------------------------------------------------------------------------
-
-def _is_torch(x) -> bool:
-    return isinstance(x, torch.Tensor)
-
-
-def _cat(xs, axis):
-    return torch.cat(xs, dim=axis) if _is_torch(xs[0]) else np.concatenate(xs, axis=axis)
-
-
-def _stack(xs, axis):
-    return torch.stack(xs, dim=axis) if _is_torch(xs[0]) else np.stack(xs, axis=axis)
-
 
 def _first_nonfinite(x: ArrayLike) -> Optional[tuple]:
     finite = torch.isfinite(x) if _is_torch(x) else np.isfinite(x)
@@ -414,6 +403,8 @@ def joints_to_features(joints: ArrayLike, dataset: Union[str, SkeletonSpec] = "h
         ValueError: wrong shape or joint count, fewer than 2 frames, NaN or inf, unknown
             dataset, a zero-length bone, or an undefined facing direction.
     """
+    # Long mostly for its docstring; the body is HumanML3D's process_file step by step, kept in
+    # one piece so that it reads against the reference code.
     spec = get_skeleton(dataset)
     pos, restore = _validate_joints(joints, spec, min_frames=2)
     threshold = spec.default_feet_threshold if feet_threshold is None else float(feet_threshold)

@@ -145,7 +145,8 @@ KITML_RIGHT_FOOT: tuple[int, int] = (14, 15)
 
 @dataclass(frozen=True, eq=False)
 class SkeletonSpec:
-    """Everything the feature pipeline needs to know about one dataset's skeleton.
+    """The fixed facts of one dataset: its skeleton, for the feature pipeline, and its motion
+    representation (frame rate, feature width, length unit, standard clip lengths).
 
     Attributes:
         name: canonical dataset name ("humanml3d" or "kit").
@@ -159,6 +160,14 @@ class SkeletonSpec:
         fps: frame rate of the released features.
         default_feet_threshold: squared per-frame foot displacement below which a foot is "in
             contact" (HumanML3D: 0.002 m^2 at 20 fps).
+        unit: length unit of the joint positions ("m" HumanML3D, "mm" KIT-ML).
+        min_frames, max_frames: the standard length filter keeps clips of T feature frames
+            with ``min_frames <= T < max_frames`` (HumanML3D 40 and 200, KIT-ML 24 and 200).
+        crop_frames: kept clips longer than this are cropped to it (196 for both).
+
+    This is the one home of the per-dataset facts: :mod:`mate.data.dataset` (its
+    ``DATASET_SPECS``, length filter and crop defaults) and :mod:`mate.data.synthetic` (frame
+    rate, feature width, motion lengths) read them from here.
     """
 
     name: str
@@ -170,6 +179,10 @@ class SkeletonSpec:
     leg_joints: tuple[int, int]
     fps: float
     default_feet_threshold: float
+    unit: str
+    min_frames: int
+    max_frames: int
+    crop_frames: int
 
     @property
     def num_joints(self) -> int:
@@ -184,14 +197,16 @@ class SkeletonSpec:
 HUMANML3D = SkeletonSpec(
     name="humanml3d", parents=HUMANML3D_PARENTS, raw_offsets=HUMANML3D_RAW_OFFSETS,
     face_joints=HUMANML3D_FACE_JOINTS, left_foot=HUMANML3D_LEFT_FOOT,
-    right_foot=HUMANML3D_RIGHT_FOOT, leg_joints=(5, 8), fps=20.0, default_feet_threshold=0.002)
+    right_foot=HUMANML3D_RIGHT_FOOT, leg_joints=(5, 8), fps=20.0, default_feet_threshold=0.002,
+    unit="m", min_frames=40, max_frames=200, crop_frames=196)
 
 # KIT-ML joints are in millimetres; 0.05 is the threshold used by public KIT-ML processing scripts
 # (not verified against a released KIT-ML feature file: there is no KIT motion fixture).
 KITML = SkeletonSpec(
     name="kit", parents=KITML_PARENTS, raw_offsets=KITML_RAW_OFFSETS,
     face_joints=KITML_FACE_JOINTS, left_foot=KITML_LEFT_FOOT, right_foot=KITML_RIGHT_FOOT,
-    leg_joints=(17, 18), fps=12.5, default_feet_threshold=0.05)
+    leg_joints=(17, 18), fps=12.5, default_feet_threshold=0.05, unit="mm", min_frames=24,
+    max_frames=200, crop_frames=196)
 
 _SKELETON_ALIASES = {
     "humanml3d": HUMANML3D, "humanml": HUMANML3D, "hml3d": HUMANML3D, "t2m": HUMANML3D,
