@@ -29,12 +29,13 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from mate.atomic import TMP_MARK as _TMP_MARK, atomic_torch_save, atomic_write as _atomic_write, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_MAGIC",
@@ -60,7 +61,6 @@ CHECKPOINT_VERSION = 1
 _HEADER = struct.Struct("<8sIQ32s")  # magic, version, payload length, sha256
 HEADER_SIZE = _HEADER.size  # 52
 _NAME = re.compile(r"^(?P<stage>[A-Za-z0-9_]+)-step(?P<step>\d+)\.ckpt$")
-_TMP_MARK = ".tmp-"
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -69,59 +69,6 @@ class CorruptCheckpointError(RuntimeError):
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped on resume (corrupt, or from another configuration)."""
-
-
-# ----------------------------------------------------------------------------- atomic writes
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path`` (opened "w+b"), fsync it, rename it to
-    ``path`` and fsync the folder. On any error the temporary file is removed and ``path`` is
-    untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` atomically (temporary file, fsync, rename): never a partial file."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 # ------------------------------------------------------------------------------ checkpoints

@@ -41,6 +41,7 @@ __all__ = [
     "DistEnv",
     "GlobalBatchSampler",
     "all_gather_object",
+    "answer_on_owner_ranks",
     "barrier",
     "broadcast_object",
     "destroy_distributed",
@@ -48,6 +49,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "mean_over_ranks",
+    "resolve_device",
     "rank",
     "world_size",
 ]
@@ -171,18 +173,55 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _resolve_device(spec: str, local_rank: int | None) -> torch.device:
+def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
+    """The device named by a ``--device`` value: ``auto`` (CUDA when available -- this rank's
+    ``cuda:LOCAL_RANK`` under torchrun -- else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. With a
+    ``local_rank`` a CUDA device is this rank's. Raises ``ValueError`` naming the problem for a
+    malformed name, a device type MATE does not run on, or CUDA on a machine without it (command
+    lines turn it into one ``error:`` line). The one device resolver of every MATE command."""
     if spec == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", local_rank or 0) if local_rank is not None else torch.device("cuda")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {spec}: not a device name (expected auto, cpu, cuda or cuda:N): {err}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {spec}: MATE runs on cpu or cuda, got a {device.type!r} device")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit(f"error: --device {spec}: CUDA is not available on this machine")
+            raise ValueError(f"--device {spec}: CUDA is not available on this machine")
         if local_rank is not None:
             return torch.device("cuda", local_rank)
     return device
+
+
+def _resolve_device(spec: str, local_rank: int | None) -> torch.device:
+    try:
+        return resolve_device(spec, local_rank)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def answer_on_owner_ranks(gather: "BatchGather", motion_idx: torch.Tensor, local_batch: int,
+                          answer) -> torch.Tensor:
+    """Route queries of the global batch to the rank that holds the motion each one reads.
+
+    ``motion_idx`` [Q] int64: the global index of the motion query q reads; motion j lives on rank
+    ``j // local_batch`` (the :class:`GlobalBatchSampler` slices). This rank calls
+    ``answer(mine)`` with ``mine`` [Q_r] int64, the indices of the queries that read its motions
+    (it must return their outputs [Q_r, ...] in that order); every rank's answers are gathered and
+    returned in the global query order [Q, ...], differentiably (:meth:`BatchGather.varying`).
+    ``motion_idx`` must be the same on every rank."""
+    owner = torch.div(motion_idx, local_batch, rounding_mode="floor")
+    counts = torch.bincount(owner, minlength=gather.world_size).tolist()   # the same on every rank
+    mine = (owner == gather.rank).nonzero().squeeze(1)
+    local = answer(mine)
+    order = torch.sort(owner, stable=True).indices                          # rank-major query order
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return gather.varying(local, counts)[inverse]
 
 
 # ------------------------------------------------------------------------------------ gathers

@@ -10,7 +10,7 @@ import torch
 from mate.data.dataset import MotionTextDataset
 from mate.model.mate_model import MATEConfig, MATEModel
 from mate.text.encoders import build_text_encoder
-from mate.train import Collator, to_device
+from mate.train.batches import Collator, to_device
 
 TINY = dict(d_model=32, motion_layers=1, motion_heads=2, motion_ff=64, attention_heads=4,
             attention_dropout=0.0, motion_dropout=0.0)
@@ -24,7 +24,7 @@ def run(impl, encoder_dir, dataset, batches, device):
     optimizer = torch.optim.AdamW(model.parameter_groups(1e-3, 1e-3))
     losses = []
     for step in range(STEPS):
-        out = model(to_device(batches[step % len(batches)], device))
+        out = model.loss(to_device(batches[step % len(batches)], device))
         optimizer.zero_grad()
         out.total.backward()
         optimizer.step()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mate.data.dataset import MotionTextDataset
 from mate.model.mate_model import MATEConfig, MATEModel
 from mate.text.encoders import build_text_encoder
-from mate.train import Collator
+from mate.train.batches import Collator
 
 TINY = dict(d_model=32, motion_layers=1, motion_heads=2, motion_ff=64, attention_heads=4)
 
@@ -34,7 +34,7 @@ def make_model(encoder, dataset, **overrides):
 def test_all_losses_finite_and_only_the_word_table_learns_in_the_encoder(setup):
     encoder, dataset, batch = setup
     model = make_model(encoder, dataset)
-    out = model(batch)
+    out = model.loss(batch)
     assert set(out.terms) == {"rec", "sent", "self", "cross", "align"}
     assert all(torch.isfinite(v) for v in out.terms.values())
     cfg = model.config
@@ -64,7 +64,7 @@ def test_cross_loss_is_the_papers_definition(setup):
         model.word_attention.q_proj.weight.mul_(30.0)
         model.word_attention.v_proj.bias.zero_()
         model.word_attention.out_proj.bias.zero_()
-        terms = model(batch).terms
+        terms = model.loss(batch).terms
         frames, _ = model.encode_motion(batch["motion"], batch["lengths"])
         f_t = model.encode_text(batch["input_ids"], batch["attention_mask"])
         f_e = model.encode_words(batch["word_token_ids"])
@@ -95,21 +95,21 @@ def test_prior_variants_run_and_differ(setup, variant):
     torch.manual_seed(1)
     model = make_model(encoder, dataset, prior_variant=variant).eval()
     with torch.no_grad():
-        terms = model(batch).terms
+        terms = model.loss(batch).terms
     assert torch.isfinite(terms["self"])
     if variant != "gaussian":
         torch.manual_seed(1)
         reference = make_model(encoder, dataset, prior_variant="gaussian").eval()
         with torch.no_grad():
-            assert not torch.equal(reference(batch).terms["self"], terms["self"])
+            assert not torch.equal(reference.loss(batch).terms["self"], terms["self"])
 
 
 def test_loss_switches_remove_terms(setup):
     encoder, dataset, batch = setup
     model = make_model(encoder, dataset, use_self=False, use_cross=False, use_align=False)
-    assert set(model(batch).terms) == {"rec", "sent"}
+    assert set(model.loss(batch).terms) == {"rec", "sent"}
     model = make_model(encoder, dataset, use_rec=False, use_sent=False, use_cross=False)
-    assert set(model(batch).terms) == {"self", "align"}
+    assert set(model.loss(batch).terms) == {"self", "align"}
 
 
 def test_optimizer_step_leaves_untouched_table_rows_bit_identical(setup):
@@ -121,7 +121,7 @@ def test_optimizer_step_leaves_untouched_table_rows_bit_identical(setup):
     assert groups[0]["params"][0] is table and groups[0]["weight_decay"] == 0.0
     assert all(p is not table for p in groups[1]["params"])
     optimizer = torch.optim.AdamW(groups)
-    model(batch).total.backward()
+    model.loss(batch).total.backward()
     used = table.grad.abs().sum(dim=1) > 0
     optimizer.step()
     assert torch.equal(table.detach()[~used], before[~used])

@@ -1,7 +1,9 @@
-"""mate.model: the MATE model (motion encoder/decoder, word localisation, losses) and the
-segmentation costs computed from a trained retrieval model."""
-from .mate_model import LossWeights, MATEConfig, MATEModel, WordQueryAttention
-from .motion import MotionDecoder, MotionEncoder, reconstruction_loss, sinusoidal_positions
+"""mate.model: the MATE model (motion encoder/decoder, word localisation: ``mate_model``), its
+losses named like the paper (``losses``) and the segmentation costs computed from a trained
+retrieval model (``segmentation``)."""
+from .losses import LOSS_NAMES, Losses, mate_loss, reconstruction_loss
+from .mate_model import MATEConfig, MATEFeatures, MATEModel, WordFeatures, WordQueryAttention
+from .motion import MotionDecoder, MotionEncoder, sinusoidal_positions
 
-__all__ = ["LossWeights", "MATEConfig", "MATEModel", "MotionDecoder", "MotionEncoder", "WordQueryAttention",
-           "reconstruction_loss", "sinusoidal_positions"]
+__all__ = ["LOSS_NAMES", "Losses", "MATEConfig", "MATEFeatures", "MATEModel", "MotionDecoder", "MotionEncoder",
+           "WordFeatures", "WordQueryAttention", "mate_loss", "reconstruction_loss", "sinusoidal_positions"]

@@ -1,4 +1,5 @@
-"""The MATE model (paper, Sec. 3): motion encoder/decoder, word localisation, and the losses.
+"""The MATE model (paper, Sec. 3): motion encoder/decoder and word localisation; its forward
+computes the features the losses (:mod:`mate.model.losses`) read.
 
 Per batch of triplets (t_i, m_i, w_i) -- caption, motion, one sampled word of the caption:
 
@@ -7,12 +8,7 @@ Per batch of triplets (t_i, m_i, w_i) -- caption, motion, one sampled word of th
     f^e_{w_i}    = Proj(WE(w_i))                           word feature (mean over its tokens)
     f^{m_i}_{w_i} = MultiHead(Q = f^e_{w_i}, K = (1 + lam prior) . F^m_i, V = F^m_i)   (Eqs. 2-4)
 
-    L_rec   = |m_i - Decoder(f^m_i)|_1
-    L_sent  = InfoNCE(f^t, f^m)
-    L_self  = CE(cos(f^{m_i}_{w_i}, P_k) / tau over the K prototypes, target w_i)   (Eq. 5)
-    L_cross = mean_{j in N(i)} |cos(f^{m_i}_{w_i}, f^{m_i}_{w_j})| + |cos(f^{m_i}_{w_i}, f^{m_j}_{w_i})|
-    L_align = InfoNCE(f^e_w, f^{m}_{w})                                             (Eq. 6)
-    L_all   = L_rec + lambda1 (L_self + L_cross + L_align) + lambda2 L_sent
+The losses of these features are in :mod:`mate.model.losses` (the equations: ``docs/method.md``).
 
 Only the text encoder's word-embedding table learns on the text side (the rest of the encoder is
 frozen but differentiable); everything else that an enabled loss reaches learns. Parameters that
@@ -36,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -44,11 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .motion import MotionDecoder, MotionEncoder, reconstruction_loss
+from ..ops import PRIOR_VARIANTS
+from ..distributed import answer_on_owner_ranks
+from .losses import cross_negatives, mate_loss
+from .motion import MotionDecoder, MotionEncoder
 
-__all__ = ["LossWeights", "MATEConfig", "MATEModel", "WordQueryAttention"]
+__all__ = ["MATEConfig", "MATEFeatures", "MATEModel", "WordFeatures", "WordQueryAttention"]
 
-PRIOR_VARIANTS = ("none", "binary", "gaussian_in_segment", "gaussian")
 
 
 @dataclass
@@ -109,11 +107,36 @@ class MATEConfig:
 
 
 @dataclass
-class LossWeights:
-    """The value of each loss term of one step (float tensors), and their weighted sum."""
+class WordFeatures:
+    """What the word losses read (global batch B, this rank's b samples; D = d_model, float32):
+    ``f_e`` [B, D] word features Proj(WE(w)); ``f_mw`` [B, D] each word localised in its own
+    motion, f^{m_i}_{w_i}, and ``f_mw_local`` [b, D] this rank's rows of it; ``target`` [b] int64
+    prototype indices; ``prototypes`` [K, D]; for L_cross ``other_word`` [B, n, D] (word j in
+    N(i) on motion i) and ``other_motion`` [B, n, D] (word i on motion j), else None."""
 
-    total: torch.Tensor
-    terms: dict = field(default_factory=dict)
+    f_e: torch.Tensor
+    f_mw: torch.Tensor
+    f_mw_local: torch.Tensor
+    target: torch.Tensor
+    prototypes: torch.Tensor
+    other_word: torch.Tensor | None = None
+    other_motion: torch.Tensor | None = None
+
+
+@dataclass
+class MATEFeatures:
+    """:meth:`MATEModel.forward`'s output: what :func:`mate.model.losses.mate_loss` needs.
+    ``motion`` [b, T, F], ``lengths`` [b] (this rank's batch); ``reconstruction`` [b, T, F]
+    (L_rec); ``f_t`` [B, D] sentence and ``f_m`` [B, D] motion features of the global batch
+    (L_sent; ``f_t`` also for L_cross's negatives); ``words`` (the word losses). A field is None
+    when no enabled loss needs it."""
+
+    motion: torch.Tensor
+    lengths: torch.Tensor
+    reconstruction: torch.Tensor | None = None
+    f_t: torch.Tensor | None = None
+    f_m: torch.Tensor | None = None
+    words: WordFeatures | None = None
 
 
 class WordQueryAttention(nn.Module):
@@ -268,9 +291,10 @@ class MATEModel(nn.Module):
             prior = ops.prior_weights(center, sigma, k.shape[1], cfg.prior_variant).to(k.dtype)
         return self.word_attention(queries, k, v, motion_idx, center, sigma, lengths, lam, prior=prior, impl=self.impl)
 
-    # ---------------------------------------------------------------------------------- losses
-    def forward(self, batch: dict) -> LossWeights:
-        """One training step's losses.
+    # ------------------------------------------------------------------------------- the step
+    def forward(self, batch: dict) -> "MATEFeatures":
+        """The features one training step's losses need (:func:`mate.model.losses.mate_loss`
+        turns them into the losses; ``model.loss(batch)`` does both).
 
         batch: ``motion`` [B, T, F] float32, ``lengths`` [B] int64, ``input_ids``/``attention_mask``
         [B, L] (the captions), and for the word losses ``word_token_ids`` (list of B token-id
@@ -278,51 +302,38 @@ class MATEModel(nn.Module):
         ``word_target`` [B] int64 (prototype index), ``segment_start``/``segment_end`` [B]
         frames of the word's sub-text clip.
 
-        With ``batch_gather`` set (several processes) B is this rank's share and the terms are
-        those of the global batch (module docstring); ``total`` is this rank's part of it
-        (its gradient, averaged over the ranks, is the global gradient).
-        """
+        With ``batch_gather`` set (several processes) B is this rank's share and the in-batch
+        features are those of the global batch (module docstring)."""
         cfg = self.config
         gather = self.batch_gather if self.batch_gather is not None and self.batch_gather.enabled else None
         motion, lengths = batch["motion"], batch["lengths"]
         frames, f_m = self.encode_motion(motion, lengths)
-        device_type = motion.device.type
-        terms: dict[str, torch.Tensor] = {}
+        out = MATEFeatures(motion=motion, lengths=lengths)
         if cfg.use_rec:
-            rec = self.motion_decoder(f_m, lengths, motion.shape[1])
-            with torch.autocast(device_type, enabled=False):
-                terms["rec"] = reconstruction_loss(motion, rec, lengths)       # local per-sample mean
-        f_t = None
+            out.reconstruction = self.motion_decoder(f_m, lengths, motion.shape[1])
         if cfg.use_sent or cfg.use_cross:
             # L_cross only ranks sentences to pick negatives: no graph unless L_sent needs one.
             with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.use_sent):
                 f_t = self.encode_text(batch["input_ids"], batch["attention_mask"]).float()
-            if gather is not None:
-                f_t = gather(f_t)
+            out.f_t = f_t if gather is None else gather(f_t)
         if cfg.use_sent:
-            f_m_all = f_m.float() if gather is None else gather(f_m.float())
-            with torch.autocast(device_type, enabled=False):
-                terms["sent"] = ops.info_nce(f_t, f_m_all, tau=cfg.tau, impl=self.impl)
+            out.f_m = f_m.float() if gather is None else gather(f_m.float())
         if cfg.uses_word_losses:
-            terms.update(self.word_losses(batch, frames, lengths, f_t))
-        total = motion.new_zeros((), dtype=torch.float32)
-        if "rec" in terms:
-            total = total + terms["rec"]
-        if "sent" in terms:
-            total = total + cfg.lambda_sent * terms["sent"]
-        word_terms = [terms[k] for k in ("self", "align", "cross") if k in terms]
-        if word_terms:
-            total = total + cfg.lambda_word * sum(word_terms)
-        return LossWeights(total, terms)
+            out.words = self.word_features(batch, frames, lengths, out.f_t)
+        return out
 
-    def word_losses(self, batch: dict, frames: torch.Tensor, lengths: torch.Tensor, f_t: torch.Tensor | None) -> dict:
-        """L_self, L_cross, L_align. ``frames``/``lengths`` are this rank's motions; ``f_t`` is the
-        (global) sentence features, needed for L_cross's negatives."""
+    def loss(self, batch: dict):
+        """:func:`mate.model.losses.mate_loss` of this model's features of ``batch``."""
+        return mate_loss(self(batch), self.config, self.impl)
+
+    def word_features(self, batch: dict, frames: torch.Tensor, lengths: torch.Tensor,
+                      f_t: torch.Tensor | None) -> "WordFeatures":
+        """f^e_w, f^{m}_{w} and, for L_cross, the queries of the negatives. ``frames``/``lengths``
+        are this rank's motions; ``f_t`` the (global) sentence features that pick the negatives."""
         cfg = self.config
         gather = self.batch_gather if self.batch_gather is not None and self.batch_gather.enabled else None
         b = frames.shape[0]
         device = frames.device
-        device_type = device.type
         f_e_local = self._batch_word_features(batch)                        # f^e_w [b, D]
         start = batch["segment_start"].to(device=device, dtype=torch.float32)
         end = batch["segment_end"].to(device=device, dtype=torch.float32)
@@ -339,11 +350,7 @@ class MATEModel(nn.Module):
         word_idx, motion_idx, centers, sigmas = [arange], [arange], [center], [sigma]
         num_neg = min(cfg.num_negatives, B - 1) if cfg.use_cross else 0
         if num_neg > 0:
-            # N(i): the samples j != i whose sentence is least similar to word i (selection only).
-            with torch.no_grad(), torch.autocast(device_type, enabled=False):
-                sim = F.normalize(f_e.float(), dim=-1) @ F.normalize(f_t.float(), dim=-1).T
-                sim.fill_diagonal_(float("inf"))
-                negatives = sim.topk(num_neg, dim=1, largest=False).indices.reshape(-1)   # [B * n]
+            negatives = cross_negatives(f_e, f_t, num_neg).reshape(-1)         # N(i) [B * n]
             no_prior = torch.zeros(B * num_neg, device=device)
             # f^{m_i}_{w_j}: word j on motion i; f^{m_j}_{w_i}: word i on motion j; no prior
             # (a cross query has no segment in the queried motion).
@@ -356,32 +363,17 @@ class MATEModel(nn.Module):
         k, v = self.word_attention.project_frames(frames)
         if gather is None:
             out = self._attend(f_e[word_idx], k, v, motion_idx, centers, sigmas, lengths)
-        else:
-            # Each rank answers the queries that read its own motions, then the answers are
-            # gathered and put back in the global query order.
-            owner = torch.div(motion_idx, b, rounding_mode="floor")
-            counts = torch.bincount(owner, minlength=gather.world_size).tolist()   # the same on every rank
-            mine = (owner == gather.rank).nonzero().squeeze(1)
-            local = self._attend(f_e[word_idx[mine]], k, v, motion_idx[mine] - offset, centers[mine],
-                                 sigmas[mine], lengths)
-            order = torch.sort(owner, stable=True).indices                 # rank-major query order
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(order.numel(), device=device)
-            out = gather.varying(local, counts)[inverse]
-        with torch.autocast(device_type, enabled=False):
+        else:  # each rank answers the queries that read its own motions
+            out = answer_on_owner_ranks(
+                gather, motion_idx, b,
+                lambda mine: self._attend(f_e[word_idx[mine]], k, v, motion_idx[mine] - offset, centers[mine],
+                                          sigmas[mine], lengths))
+        with torch.autocast(device.type, enabled=False):
             out = out.float()
-            f_mw = out[:B]                                                    # f^{m_i}_{w_i}, global
-            terms = {}
-            if cfg.use_self:  # per sample: the local rows (DDP's average makes it the global mean)
-                terms["self"] = ops.prototype_cross_entropy(f_mw[offset:offset + b], self.prototypes.float(),
-                                                            batch["word_target"].to(device), tau=cfg.tau,
-                                                            impl=self.impl)
-            if cfg.use_align:
-                terms["align"] = ops.info_nce(f_e.float(), f_mw, tau=cfg.tau, impl=self.impl)
-            if num_neg > 0:
-                other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
-                other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
-                anchor = f_mw[:, None, :]
-                terms["cross"] = (F.cosine_similarity(anchor, other_word, dim=-1).abs().mean()
-                                  + F.cosine_similarity(anchor, other_motion, dim=-1).abs().mean())
-        return terms
+        f_mw = out[:B]                                                        # f^{m_i}_{w_i}, global
+        words = WordFeatures(f_e=f_e, f_mw=f_mw, f_mw_local=f_mw[offset:offset + b],
+                             target=batch["word_target"].to(device), prototypes=self.prototypes)
+        if num_neg > 0:
+            words.other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
+            words.other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
+        return words

@@ -97,16 +97,3 @@ class MotionDecoder(nn.Module):
         queries = self.positions[:T].expand(B, T, -1)
         h = self.transformer(queries, sequence_feature[:, None, :], tgt_key_padding_mask=~length_mask(lengths, T))
         return self.output_proj(self.norm(h))
-
-
-def reconstruction_loss(motion: torch.Tensor, reconstruction: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """L_rec: L1, averaged over each sample's valid frames and channels, then over the samples.
-
-    motion, reconstruction [B, T, F]; lengths [B]. A per-sample mean (every sample weighs the same
-    whatever its length) makes the mean over a batch split across ranks -- DDP's gradient average
-    of the ranks' local means -- exactly the mean over the global batch. Computed in float32
-    (a bfloat16 reconstruction under autocast is upcast first)."""
-    mask = length_mask(lengths, motion.shape[1])[..., None]
-    error = (reconstruction.float() - motion.float()).abs().masked_fill(~mask, 0.0)
-    per_sample = error.sum(dim=(1, 2)) / (lengths.clamp_min(1).to(torch.float32) * motion.shape[-1])
-    return per_sample.mean()

@@ -7,17 +7,19 @@ For a motion on the grid ``0 = f_0 < ... < f_G`` (``mate.segment.unit_grid``) an
 
 Each of the G(G+1)/2 clips is encoded once and shared by every caption of the motion; the optimum
 over partitions comes from ``mate.segment.optimal_partition_batch``. ``subtext_cost_tables`` builds
-the tables of many captions of many motions in one batched pass (what training and evaluation use).
+the tables of many captions of many motions in one batched pass; ``segment_captions`` is the entry
+point training and evaluation call.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clip_features", "clip_features_batch", "partition_clips", "partition_costs", "subtext_cost_tables"]
+__all__ = ["clip_features", "clip_features_batch", "partition_clips", "partition_costs", "segment_captions",
+           "subtext_cost_tables"]
 
 
 @torch.no_grad()
@@ -159,3 +161,53 @@ def partition_clips(model, clips: Sequence[tuple[Callable[[], torch.Tensor], np.
             tagged += [(tag, grid) for tag, _ in wanted]
         parts = optimal_partition_batch(subtext_cost_tables(model, motions, grids, requests)) if requests else []
         yield len(chunk), [(tag, grid, part) for (tag, grid), part in zip(tagged, parts)]
+
+
+def segment_captions(model, requests: Sequence[tuple[Hashable, Hashable, Sequence[str]]],
+                     load_motion: Callable[[Hashable], torch.Tensor], clip_length: Callable[[Hashable], int],
+                     fps: float, clips_per_batch: int = 16, progress: bool = False,
+                     desc: str = "segments") -> dict:
+    """The optimal partition (Eq. 1) of each caption's clip among its sub-texts: the one
+    segmentation entry point of training and evaluation.
+
+    Args:
+        model: a trained retrieval model (as :func:`subtext_cost_tables`), in eval mode.
+        requests: (key, clip, [t^0..t^{N-1}]) per caption; ``key`` names the result, ``clip`` any
+            hashable id of the motion window (captions of one clip share its sub-clip features).
+        load_motion: clip -> its motion [T, F] float32 on the model's device; called only for
+            clips that have a request with N >= 2.
+        clip_length: clip -> T (frames); the grid is ``unit_grid(T, fps)``.
+        clips_per_batch: clips encoded and solved together (memory: one batch's cost tables).
+        progress: a progress bar (over clips) named ``desc``.
+
+    Returns:
+        {key: int64 [N+1] frame boundaries 0 = b_0 < ... < b_N = T in the clip, or None where the
+        clip has fewer 0.5 s grid units than N}. A single sub-text gets [0, T] without the DP.
+    """
+    from tqdm.auto import tqdm
+
+    from mate.segment import unit_grid
+
+    by_clip: dict[Hashable, list[tuple[Hashable, list[str]]]] = {}
+    for key, clip, subtexts in requests:
+        by_clip.setdefault(clip, []).append((key, list(subtexts)))
+    out: dict = {}
+    clips = []
+    for clip, captions in by_clip.items():
+        length = int(clip_length(clip))
+        grid = unit_grid(length, fps)
+        wanted = []
+        for key, subtexts in captions:
+            if len(subtexts) == 1:
+                out[key] = np.array([0, length], dtype=np.int64)
+            elif len(subtexts) > len(grid) - 1:
+                out[key] = None
+            else:
+                wanted.append((key, subtexts))
+        clips.append((lambda c=clip: load_motion(c), grid, wanted))
+    with tqdm(total=len(clips), desc=desc, leave=False, dynamic_ncols=True, disable=not progress) as bar:
+        for covered, done in partition_clips(model, clips, clips_per_batch):
+            for key, grid, part in done:
+                out[key] = part.frames(grid)
+            bar.update(covered)
+    return out
