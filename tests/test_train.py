@@ -44,6 +44,39 @@ def test_run_directory_contents(finished_run):
     assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN
 
 
+def test_manifest_rebuilds_the_run_config(finished_run, tiny_synthetic_dataset, tiny_hf_encoder_dir):
+    """run.json holds the encoder, the data folder and the fully resolved configuration: the run's
+    TrainConfig is rebuilt from it exactly (what evaluation and plots read instead of logs)."""
+    from mate.rundir import data_root, encoder_spec, read_manifest
+
+    out, _ = finished_run
+    manifest = read_manifest(out)
+    assert manifest["encoder"] == f"hf:{tiny_hf_encoder_dir}" and encoder_spec(out) == manifest["encoder"]
+    assert data_root(out) == tiny_synthetic_dataset and not manifest["synthetic_data"]
+    config = train.TrainConfig.from_dict(manifest["config"])
+    assert config.resolved and config == train.cli.config_from_args(
+        train.build_parser().parse_args(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, out))).resolve()
+    assert (config.batch_size, config.max_steps, config.epochs, config.d_model) == (8, 3, 2, 128)
+    assert manifest["argv"][:2] == ["--data", str(tiny_synthetic_dataset)]
+    assert {"mate", "torch", "python"} <= set(manifest["versions"])
+
+
+def test_python_api_equals_the_command_line(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    """mate.train.run(TrainConfig) is what the command line runs: same losses, same table."""
+    common = dict(data=tiny_synthetic_dataset, encoder=f"hf:{tiny_hf_encoder_dir}", stage0_epochs=1, epochs=1,
+                  batch_size=8, max_steps=2, log_every=1, deterministic=True)
+    api = train.run(train.TrainConfig(out=tmp_path / "api", **common))
+    cli = train.main(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path / "cli", "--epochs", "1",
+                              "--max-steps", "2", "--deterministic"))
+    assert api["stage1"]["last_train"] == cli["stage1"]["last_train"]
+    a = torch.load(tmp_path / "api" / "stage1" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cli" / "stage1" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(train.ConfigError, match="--batch-size must be positive"):
+        train.run(train.TrainConfig(out=tmp_path / "bad", batch_size=0))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_segments_are_valid_partitions(finished_run):
     out, _ = finished_run
     segments = json.loads((out / "segments.json").read_text())
@@ -103,7 +136,9 @@ def test_compute_segments_same_whatever_the_batching(tiny_synthetic_dataset, tin
     from mate.data.dataset import MotionTextDataset
     from mate.model.mate_model import MATEConfig, MATEModel
     from mate.text.encoders import build_text_encoder
+    from mate.rundir import RunDir
     from mate.text.subtexts import split_subtexts
+    from mate.train.pipeline import compute_segments
 
     torch.manual_seed(0)
     view = MotionTextDataset(tiny_synthetic_dataset, "train", crop="start")
@@ -112,9 +147,9 @@ def test_compute_segments_same_whatever_the_batching(tiny_synthetic_dataset, tin
                                                               motion_ff=16))
     subtexts = {r.caption.key: split_subtexts(r.caption.text, list(r.caption.tokens) or None) for r in view.records}
     assert sum(len(p) > 1 for p in subtexts.values()) >= 3
-    one = train.compute_segments(model, view, subtexts, tmp_path / "one", torch.device("cpu"), "k", clips_per_batch=1)
-    many = train.compute_segments(model, view, subtexts, tmp_path / "many", torch.device("cpu"), "k",
-                                  clips_per_batch=7)
+    one = compute_segments(model, view, subtexts, RunDir(tmp_path / "one"), torch.device("cpu"), "k", clips_per_batch=1)
+    many = compute_segments(model, view, subtexts, RunDir(tmp_path / "many"), torch.device("cpu"), "k",
+                            clips_per_batch=7)
     assert one == many
     assert one.keys() == subtexts.keys()
     assert sum(len(s["subtexts"]) > 1 for s in one.values()) >= 3
