@@ -15,14 +15,13 @@ Variants (each one ``mate.train`` run in its own sub-directory of ``--out``, the
 ``prior_gaussian_in_segment``    Gaussian over the whole sequence is ``mate``
 ===============================  ==============================================================
 
-Every variant reads the same dataset (``--data``, or one synthetic set generated once into
-``DIR/data``) and, by default, shares one stage 0: the first variant trains the baseline and
-segments the captions; the others start from a copy of those outputs (hard links), which
-``mate.train`` reuses because their cache keys match. Stage 0 trains L_rec + L_sent only, so the
-word-loss switches and the prior cannot change it; ``mate.train`` nevertheless puts the prior in
-the stage-0 model config (hence in its cache key), so while a variant trains, ``mate.ablate``
-builds its stage-0 model with the default prior (an identical model: the prior is never used
-without the word losses). ``--no-share-stage0`` runs every variant from scratch instead.
+Every variant is a :class:`mate.train.TrainConfig` run through :func:`mate.train.run`. All read
+the same dataset (``--data``, or one synthetic set generated once into ``DIR/data``) and, by
+default, share one stage 0: the first variant trains the baseline and segments the captions; the
+others start from a copy of those outputs (hard links), which ``mate.train`` reuses because their
+cache keys match. Stage 0 trains L_rec + L_sent only, and its configuration leaves out what acts
+only through the word losses (the switches, lambda1, the prior), so every variant has the same
+stage-0 key. ``--no-share-stage0`` runs every variant from scratch instead.
 
 Outputs: ``DIR/<variant>/`` (a complete run directory with ``eval/metrics.json``),
 ``DIR/ablation.md`` (Markdown tables) and ``DIR/ablation.json``. Re-running skips finished
@@ -32,40 +31,53 @@ variants (same settings); an interrupted variant resumes through ``mate.train``'
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mate.atomic import atomic_write_text
+from mate.reporting import format_value
+from mate.rundir import RunDir, fingerprint
+from mate.text.antonyms import ANTONYM_WORD_PAIRS
+from mate.train import PRESETS, TrainConfig
+from mate.train import run as run_training
+from mate.train.logs import read_metrics
+from mate.train.pipeline import synthetic_dataset
+
 __all__ = ["Variant", "VARIANTS", "VARIANT_NAMES", "QUICK", "KEY_PAIRS", "build_parser", "select_variants",
-           "train_argv", "run_variant", "run_ablation", "summarise_metrics", "write_tables", "main"]
+           "train_config", "run_variant", "run_ablation", "summarise_metrics", "write_tables", "main"]
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
     label: str
-    train_args: tuple[str, ...]
+    overrides: tuple[tuple[str, Any], ...]   # TrainConfig fields this variant sets
     tables: tuple[str, ...]  # "losses" (Table 3) and/or "prior" (Table 6)
+
+    @property
+    def flags(self) -> str:
+        """The variant as ``mate.train`` flags (for listings)."""
+        return " ".join(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}"
+                        for k, v in self.overrides) or "(defaults)"
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("mate", "MATE (all losses, Gaussian prior)", (), ("losses", "prior")),
-    Variant("no_self", "w/o L_self", ("--no-self",), ("losses",)),
-    Variant("no_cross", "w/o L_cross", ("--no-cross",), ("losses",)),
-    Variant("no_align", "w/o L_align", ("--no-align",), ("losses",)),
-    Variant("no_word", "w/o L_word (= baseline)", ("--no-self", "--no-cross", "--no-align"), ("losses",)),
-    Variant("prior_none", "prior: none (lambda = 0)", ("--prior", "none"), ("prior",)),
-    Variant("prior_binary", "prior: binary", ("--prior", "binary"), ("prior",)),
-    Variant("prior_gaussian_in_segment", "prior: Gaussian in segment", ("--prior", "gaussian_in_segment"),
+    Variant("no_self", "w/o L_self", (("no_self", True),), ("losses",)),
+    Variant("no_cross", "w/o L_cross", (("no_cross", True),), ("losses",)),
+    Variant("no_align", "w/o L_align", (("no_align", True),), ("losses",)),
+    Variant("no_word", "w/o L_word (= baseline)", (("no_self", True), ("no_cross", True), ("no_align", True)),
+            ("losses",)),
+    Variant("prior_none", "prior: none (lambda = 0)", (("prior", "none"),), ("prior",)),
+    Variant("prior_binary", "prior: binary", (("prior", "binary"),), ("prior",)),
+    Variant("prior_gaussian_in_segment", "prior: Gaussian in segment", (("prior", "gaussian_in_segment"),),
             ("prior",)),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
@@ -74,13 +86,17 @@ VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 QUICK = dict(synthetic_motions=16, stage0_epochs=1, epochs=1, batch_size=8, max_steps=2, log_every=1)
 
 #: Antonym pairs shown as their own columns (when the evaluation reports them).
-KEY_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("clockwise", "counterclockwise"),
-                                          ("forward", "backward"), ("quickly", "slowly"))
+KEY_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ANTONYM_WORD_PAIRS
+                                               if p[0] in ("clockwise", "left", "forward", "quickly"))
 
-# Files of a finished stage 0 (and what only depends on it) that a variant can start from.
-_SHARED_FILES = ("stage0/model.pt", "stage0/model.pt.done", "stage0/summary.json", "segments.json",
-                 "segments.json.done", "subtexts.json", "subtexts.json.done", "vocab.json", "vocab.json.done")
 _VARIANT_RECORD = "ablation_variant.json"
+
+
+def _shared_files(run: RunDir) -> list[Path]:
+    """The outputs of a finished stage 0 (and of what only depends on it), with their markers,
+    that a variant can start from."""
+    outputs = [run.stage_model("stage0"), run.subtexts, run.vocab, run.segments]
+    return outputs + [p.with_name(p.name + ".done") for p in outputs] + [run.stage_summary("stage0")]
 
 
 def _say(message: str) -> None:
@@ -146,51 +162,27 @@ def _settings(args: argparse.Namespace) -> dict:
             "lambda_word": args.lambda_word, "lambda_sent": args.lambda_sent}
 
 
-def train_argv(variant: Variant, run_dir: Path, data_dir: Path, settings: dict) -> list[str]:
-    """The ``mate.train`` command line of one variant."""
-    argv = ["--data", str(data_dir), "--out", str(run_dir), "--encoder", settings["encoder"],
-            "--preset", settings["preset"], "--seed", str(settings["seed"]), "--device", settings["device"],
-            "--no-export"]
-    for name in ("epochs", "stage0_epochs", "batch_size", "max_steps", "log_every", "lr_word", "lr", "lambda_word",
-                 "lambda_sent"):
-        if settings.get(name) is not None:
-            argv += [f"--{name.replace('_', '-')}", str(settings[name])]
-    if settings.get("fused"):
-        argv.append("--fused")
-    return argv + list(variant.train_args)
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def train_config(variant: Variant, run_dir: Path, data_dir: Path, settings: dict) -> TrainConfig:
+    """The :class:`mate.train.TrainConfig` of one variant (no export: the tables need none)."""
+    values = {name: settings[name] for name in ("encoder", "preset", "seed", "device", "fused", "epochs",
+                                                "stage0_epochs", "batch_size", "max_steps", "lr_word", "lr",
+                                                "lambda_word", "lambda_sent")
+              if settings.get(name) is not None}
+    if settings.get("log_every") is not None:
+        values["log_every"] = settings["log_every"]
+    return TrainConfig(data=data_dir, out=run_dir, no_export=True, **values, **dict(variant.overrides))
 
 
 # ----------------------------------------------------------------------------------- the data
 def prepare_data(args: argparse.Namespace, out: Path, settings: dict) -> Path:
     """--data, or a synthetic set generated once into OUT/data (reused while its size and seed
-    are unchanged)."""
+    are unchanged; :func:`mate.train.pipeline.synthetic_dataset`)."""
     if args.data is not None:
         if not args.data.is_dir():
             raise SystemExit(f"error: --data {args.data} is not a directory")
         return args.data.resolve()
-    from mate.data import synthetic
-    from mate.train import PRESETS
-
     motions = settings["synthetic_motions"] or PRESETS.get(settings["preset"], {}).get("synthetic_motions", 200)
-    root = (out / "data").resolve()
-    marker = out / "data.done"
-    key = _fingerprint({"motions": motions, "seed": settings["seed"]})
-    if root.is_dir() and marker.is_file() and marker.read_text().strip() == key:
-        _say(f"data: reusing the synthetic set in {root}")
-        return root
-    _say(f"data: generating {motions} synthetic motions into {root}")
-    if root.exists():
-        shutil.rmtree(root)
-    staging = root.with_name(root.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    synthetic.write_dataset(staging, num_motions=int(motions), seed=settings["seed"], workers=1, progress=False)
-    os.replace(staging, root)
-    marker.write_text(key + "\n")
-    return root
+    return synthetic_dataset((out / "data").resolve(), int(motions), settings["seed"])
 
 
 # ------------------------------------------------------------------------------ stage sharing
@@ -208,46 +200,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def seed_shared_stage0(run_dir: Path, source: Path) -> bool:
     """Give ``run_dir`` the finished stage-0 outputs of ``source`` (unless it has its own).
     Returns whether anything was copied."""
-    if (run_dir / "stage0" / "model.pt.done").is_file():
+    run, src = RunDir(run_dir), RunDir(source)
+    if run.is_done(run.stage_model("stage0")):
         return False
-    if not all((source / f).is_file() for f in _SHARED_FILES):
+    files = _shared_files(src)
+    if not all(f.is_file() for f in files):
         return False
-    for f in _SHARED_FILES:
-        _link_or_copy(source / f, run_dir / f)
+    for f, dst in zip(files, _shared_files(run)):
+        _link_or_copy(f, dst)
     return True
-
-
-@contextmanager
-def stage0_prior_neutral(enabled: bool = True):
-    """While active, ``mate.train`` builds its stage-0 model (no word losses) with the default
-    prior whatever ``--prior`` says. The model is the same either way (the prior only acts in the
-    word losses), but the prior is part of the stage-0 cache key: with this, the prior variants
-    reuse the shared stage 0 instead of retraining an identical one."""
-    import mate.train as train
-
-    original = getattr(train, "build_model", None)
-    if not enabled or original is None:
-        yield
-        return
-    from mate.model.mate_model import MATEConfig
-
-    default_prior = MATEConfig().prior_variant
-
-    def build_model(cfg, encoder, feature_dim, num_prototypes, word_losses, *a, **kw):
-        prior = getattr(cfg.args, "prior", default_prior)
-        if word_losses or prior == default_prior:
-            return original(cfg, encoder, feature_dim, num_prototypes, word_losses, *a, **kw)
-        cfg.args.prior = default_prior
-        try:
-            return original(cfg, encoder, feature_dim, num_prototypes, word_losses, *a, **kw)
-        finally:
-            cfg.args.prior = prior
-
-    train.build_model = build_model
-    try:
-        yield
-    finally:
-        train.build_model = original
 
 
 # ------------------------------------------------------------------------------- the metrics
@@ -268,16 +229,10 @@ def _get(tree, *path):
 def final_loss(run_dir: Path, name: str = "self", stage: str = "stage1") -> tuple[float | None, str]:
     """The last value of L_<name> of ``stage`` in RUN/metrics.csv: the last validation value when
     there is one, else the last training value. Returns (value, "val"|"train"|"-")."""
-    path = run_dir / "metrics.csv"
     last = {"val": None, "train": None}
-    if path.is_file():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("stage") == stage and row.get("name") == name and row.get("split") in last:
-                    try:
-                        last[row["split"]] = float(row["value"])
-                    except (TypeError, ValueError):
-                        pass
+    for row in read_metrics(RunDir(run_dir).metrics_csv, missing_ok=True):
+        if row["stage"] == stage and row["name"] == name and row["split"] in last:
+            last[row["split"]] = row["value"]
     for split in ("val", "train"):
         if last[split] is not None:
             return last[split], split
@@ -308,18 +263,12 @@ def summarise_metrics(metrics: dict, run_dir: Path) -> dict:
 
 # ----------------------------------------------------------------------------------- the tables
 def _fmt(value, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return format_value(value, digits)
 
 
 def write_tables(out: Path, results: dict, settings: dict, eval_split: str = "test") -> tuple[Path, Path]:
     """DIR/ablation.md and DIR/ablation.json from ``results`` = {variant name: record}."""
-    _atomic_text(out / "ablation.json", json.dumps({"settings": settings, "eval_split": eval_split,
+    atomic_write_text(out / "ablation.json", json.dumps({"settings": settings, "eval_split": eval_split,
                                                     "variants": results}, indent=1, default=str) + "\n")
     pair_names = [f"{a}/{b}" for a, b in KEY_PAIRS]
     header = (["Variant", "swap acc. (%)"] + [f"swap {p}" for p in pair_names]
@@ -362,7 +311,7 @@ def write_tables(out: Path, results: dict, settings: dict, eval_split: str = "te
                       _fmt(row.get("final_l_self"), 3)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    _atomic_text(out / "ablation.md", "\n".join(lines))
+    atomic_write_text(out / "ablation.md", "\n".join(lines))
     return out / "ablation.md", out / "ablation.json"
 
 
@@ -378,11 +327,9 @@ def run_variant(variant: Variant, out: Path, data_dir: Path, settings: dict, sha
                 share_stage0: bool = True) -> dict:
     """Train (or reuse) and evaluate one variant; returns its record for ablation.json (also
     kept in ``DIR/<variant>/ablation_variant.json``, which makes a re-run skip it)."""
-    from mate import train
-
     run_dir = out / variant.name
-    argv = train_argv(variant, run_dir, data_dir, settings)
-    key = _fingerprint({"argv": argv, "eval_split": eval_split, "share": share_stage0})
+    config = train_config(variant, run_dir, data_dir, settings)
+    key = fingerprint({"config": config.to_dict(), "eval_split": eval_split, "share": share_stage0})
     record_path = run_dir / _VARIANT_RECORD
     if not force and record_path.is_file() and (run_dir / "eval" / "metrics.json").is_file():
         try:
@@ -395,11 +342,9 @@ def run_variant(variant: Variant, out: Path, data_dir: Path, settings: dict, sha
     if share_stage0 and share_from is not None and share_from != run_dir and seed_shared_stage0(run_dir, share_from):
         _say(f"{variant.name}: starting from the stage 0 of {share_from.name}")
     started = time.time()
-    with stage0_prior_neutral(share_stage0):
-        summary = train.main(argv)
+    summary = run_training(config)
     trained = time.time() - started
-    log_text = (run_dir / "train.log").read_text(errors="replace") if (run_dir / "train.log").is_file() else ""
-    shared = "stage0: reusing" in log_text
+    shared = bool(summary["stage0"].get("reused"))
     _say(f"{variant.name}: trained in {trained:.0f} s ({'shared' if shared else 'own'} stage 0); evaluating")
     started = time.time()
     metrics = evaluate_fn(run_dir, split=eval_split, device=settings["device"], batch_size=64, seed=settings["seed"])
@@ -407,13 +352,13 @@ def run_variant(variant: Variant, out: Path, data_dir: Path, settings: dict, sha
     metrics_path = run_dir / "eval" / "metrics.json"
     if not metrics_path.is_file():  # an evaluator that only returns its metrics
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_text(metrics_path, json.dumps(metrics, indent=1, default=str) + "\n")
-    record = {"name": variant.name, "label": variant.label, "status": "done", "key": key, "argv": argv,
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=1, default=str) + "\n")
+    record = {"name": variant.name, "label": variant.label, "status": "done", "key": key, "config": config.to_dict(),
               "eval_split": eval_split, "train_seconds": round(trained, 1), "eval_seconds": round(evaluated, 1),
               "stage0_shared": shared,
               "steps": {s: (summary.get(s) or {}).get("steps") for s in ("stage0", "stage1")},
               "row": summarise_metrics(metrics, run_dir), "metrics": str(metrics_path)}
-    _atomic_text(record_path, json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(record_path, json.dumps(record, indent=1, default=str) + "\n")
     return {**record, "skipped": False}
 
 
@@ -421,7 +366,7 @@ def _share_source(out: Path, exclude: str) -> Path | None:
     """The first variant directory (canonical order) with a finished stage 0 and segmentation."""
     for v in VARIANTS:
         candidate = out / v.name
-        if v.name != exclude and all((candidate / f).is_file() for f in _SHARED_FILES):
+        if v.name != exclude and all(f.is_file() for f in _shared_files(RunDir(candidate))):
             return candidate
     return None
 
@@ -479,14 +424,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.list:
         for v in VARIANTS:
-            print(f"{v.name:27s} {v.label:36s} mate.train {' '.join(v.train_args) or '(defaults)'}")
+            print(f"{v.name:27s} {v.label:36s} mate.train {v.flags}")
         return {}
     try:
         select_variants(args.variants)
     except ValueError as e:
         raise SystemExit(f"error: --variants: {e}")
-    from mate.train import PRESETS
-
     if args.preset not in PRESETS:
         raise SystemExit(f"error: --preset {args.preset!r}: choose from {', '.join(sorted(PRESETS))}")
     return run_ablation(args)

@@ -2,7 +2,7 @@
 
 Writes ``RUN_DIR/eval/metrics.json`` and ``RUN_DIR/eval/report.md`` (the same numbers as tables).
 
-Models (all rebuilt from the run directory by :func:`load_stage_model`):
+Models (all rebuilt from the run directory by :func:`mate.rundir.load_stage_model`):
 
 * ``baseline``: the stage-0 model (L_rec + L_sent: the paper's "Baseline", MATE without L_word);
 * ``mate``: the stage-1 model (all losses);
@@ -59,7 +59,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -70,117 +69,30 @@ import numpy as np
 import torch
 
 from mate import metrics as M
+from mate.atomic import atomic_write_json, atomic_write_text
+from mate.distributed import resolve_device
+from mate.reporting import format_value as _fmt, markdown_table as _table
+from mate.rundir import RunDirectoryError, check_run_dir, data_root as resolve_data_root, load_stage_model, read_manifest
+from mate.text.antonyms import ANTONYM_GROUPS, ANTONYM_WORD_PAIRS, antonym_swaps, word_embedding_vectors
 
 log = logging.getLogger("mate.evaluate")
 
 __all__ = [
-    "STAGE_NAMES",
-    "RunDirectoryError",
-    "ANTONYM_GROUPS",
-    "AntonymSwap",
-    "antonym_swaps",
     "antonym_swap_accuracy",
     "normalise_subtexts",
     "decomposition_accuracy",
-    "load_stage_model",
-    "resolve_data_root",
     "evaluate_run",
     "write_report",
     "main",
 ]
 
-#: stage number -> (sub-folder, name in the results, description)
-STAGE_NAMES = {0: ("stage0", "baseline", "stage 0 (the retrieval baseline)"),
-               1: ("stage1", "mate", "stage 1 (MATE)")}
 VARIANTS = ("original", "baseline", "mate")
 PROTOCOLS = ("all", "threshold", "small_batches")
 TMR_THRESHOLD = 0.95
 SMALL_BATCH = 32
 
 
-class RunDirectoryError(FileNotFoundError):
-    """The run directory lacks something evaluation needs; the message says what and how to make it."""
-
-
 # ------------------------------------------------------------------------------------- antonyms
-#: Word pair -> {word as written: its antonym}. Matching is case-insensitive on whole words
-#: (a hyphen separates words: "left-hand" -> "right-hand"); multi-word and hyphenated spellings
-#: of counterclockwise are matched as one word.
-ANTONYM_GROUPS: dict[str, dict[str, str]] = {
-    "clockwise/counterclockwise": {
-        "clockwise": "counterclockwise", "counterclockwise": "clockwise", "counter-clockwise": "clockwise",
-        "counter clockwise": "clockwise", "anticlockwise": "clockwise", "anti-clockwise": "clockwise",
-        "anti clockwise": "clockwise",
-    },
-    "left/right": {"left": "right", "right": "left"},
-    "forward/backward": {"forward": "backward", "backward": "forward", "forwards": "backwards",
-                         "backwards": "forwards"},
-    "quickly/slowly": {"quickly": "slowly", "slowly": "quickly", "fast": "slow", "slow": "fast"},
-    "up/down": {"up": "down", "down": "up"},
-    "upstairs/downstairs": {"upstairs": "downstairs", "downstairs": "upstairs"},
-}
-_WORD_TO_PAIR = {w: pair for pair, words in ANTONYM_GROUPS.items() for w in words}
-_ALTERNATIVES = sorted(_WORD_TO_PAIR, key=len, reverse=True)  # longest first: "counter-clockwise" before "clockwise"
-_ANTONYM_RE = re.compile(
-    r"(?<![^\W_])(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in _ALTERNATIVES) + r")(?![^\W_])",
-    re.IGNORECASE)
-_COORDINATORS = r"(?:and|or|to|&|/)"
-# "right" as an intensifier ("right after", "right away"): no direction to swap.
-_RIGHT_INTENSIFIED = {"after", "before", "away", "now", "then", "there", "here", "when", "as", "until", "behind"}
-
-
-@dataclass(frozen=True)
-class AntonymSwap:
-    """One antonym test: ``caption[start:end]`` is ``word`` (of ``pair``); ``swapped`` is the
-    caption with that occurrence replaced by ``antonym`` (case kept)."""
-
-    pair: str
-    word: str
-    antonym: str
-    start: int
-    end: int
-    swapped: str
-
-
-def _match_case(antonym: str, written: str) -> str:
-    if written.isupper() and len(written) > 1:
-        return antonym.upper()
-    if written[:1].isupper():
-        return antonym[:1].upper() + antonym[1:]
-    return antonym
-
-
-def _canonical(word: str) -> str:
-    return re.sub(r"\s+", " ", word.lower())
-
-
-def antonym_swaps(caption: str) -> list[AntonymSwap]:
-    """Every antonym test of ``caption``: one per occurrence of a word of :data:`ANTONYM_GROUPS`,
-    in text order. Skipped: an occurrence joined to a word of its own pair by "and"/"or"/"to"
-    ("up and down", "from left to right": the swap is a paraphrase), and "right" followed by
-    after/before/away/now/... (an intensifier)."""
-    if not isinstance(caption, str):
-        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-    out = []
-    for m in _ANTONYM_RE.finditer(caption):
-        written = m.group(1)
-        word = _canonical(written)
-        pair = _WORD_TO_PAIR[word]
-        group = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(ANTONYM_GROUPS[pair], key=len, reverse=True))
-        after, before = caption[m.end():], caption[:m.start()]
-        if re.match(rf"\s*{_COORDINATORS}\s*(?:{group})(?![^\W_])", after, re.IGNORECASE) or \
-                re.search(rf"(?<![^\W_])(?:{group})\s*{_COORDINATORS}\s*$", before, re.IGNORECASE):
-            continue
-        if word == "right":
-            nxt = re.match(r"\s+([^\W_]+)", after)
-            if nxt and nxt.group(1).lower() in _RIGHT_INTENSIFIED:
-                continue
-        antonym = ANTONYM_GROUPS[pair][word]
-        swapped = caption[:m.start()] + _match_case(antonym, written) + caption[m.end():]
-        out.append(AntonymSwap(pair, word, antonym, m.start(), m.end(), swapped))
-    return out
-
-
 def antonym_swap_accuracy(captions: Sequence[str], motion_refs: Sequence[Any],
                           scorer: Callable[[list[str], list[Any]], Sequence[float]]) -> dict:
     """Antonym-swap accuracy of a scorer.
@@ -233,18 +145,10 @@ _LEADING_CONNECTIVES = frozenset(
     "eventually so".split())
 
 
-#: The antonym words whose embedding rows ``word_table`` follows (one spelling per word).
-TABLE_PAIRS: tuple[tuple[str, str], ...] = (("clockwise", "counterclockwise"), ("left", "right"),
-                                            ("forward", "backward"), ("quickly", "slowly"), ("up", "down"),
-                                            ("upstairs", "downstairs"))
-
-
 def antonym_word_rows(encoder) -> dict[str, np.ndarray]:
-    """WE(w) float64 for every word of :data:`TABLE_PAIRS` (the mean of its token rows, as MATE
-    reads a word)."""
-    from mate.plots import word_embedding_vectors
-
-    words = [w for pair in TABLE_PAIRS for w in pair]
+    """WE(w) float64 for every word of :data:`mate.text.antonyms.ANTONYM_WORD_PAIRS` (the mean of
+    its token rows, as MATE reads a word)."""
+    words = [w for pair in ANTONYM_WORD_PAIRS for w in pair]
     return dict(zip(words, word_embedding_vectors(encoder, words, normalise=False)))
 
 
@@ -258,7 +162,7 @@ def word_table_summary(rows: dict[str, np.ndarray], original_rows: dict[str, np.
 
     change = {w: float(np.linalg.norm(rows[w] - original_rows[w]) / max(np.linalg.norm(original_rows[w]), 1e-12))
               for w in rows}
-    return {"antonym_cosine": {f"{a}/{b}": cos(rows[a], rows[b]) for a, b in TABLE_PAIRS},
+    return {"antonym_cosine": {f"{a}/{b}": cos(rows[a], rows[b]) for a, b in ANTONYM_WORD_PAIRS},
             "relative_change": change, "mean_relative_change": float(np.mean(list(change.values())))}
 
 
@@ -287,107 +191,6 @@ def decomposition_accuracy(predicted: Sequence[Sequence[str]], truth: Sequence[S
     count = sum(len(p) == len(t) for p, t in zip(predicted, truth))
     return {"exact": 100.0 * exact / n if n else None, "count": 100.0 * count / n if n else None,
             "num_captions": n}
-
-
-# ---------------------------------------------------------------------------------- run loading
-def _read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def _run_encoder_spec(run_dir: Path) -> str:
-    """The run's text-encoder spec: summary.json (written at the end of a run), else train.log."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        spec = _read_json(summary).get("encoder")
-        if spec:
-            return spec
-    log_file = run_dir / "train.log"
-    if log_file.is_file():
-        found = re.findall(r"run directory .*?, encoder (\S+), fused", log_file.read_text())
-        if found:
-            return found[-1]
-    raise RunDirectoryError(
-        f"{summary} not found (and no encoder named in {log_file}): cannot tell which text encoder {run_dir} "
-        f"was trained with. Finish the run with `python -m mate.train --out {run_dir} ...` (the same arguments "
-        f"as the original run; finished stages are reused)")
-
-
-def check_run_dir(run_dir: str | Path, stages: Sequence[int] = (0, 1)) -> Path:
-    """Raise :class:`RunDirectoryError` naming everything evaluation needs that ``run_dir`` lacks."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirectoryError(f"{run_dir} is not a directory: expected a run directory made by "
-                                f"`python -m mate.train --out {run_dir}`")
-    missing = []
-    for stage in stages:
-        folder, _, what = STAGE_NAMES[stage]
-        if not (run_dir / folder / "model.pt").is_file():
-            missing.append(f"{folder}/model.pt ({what} has not finished)")
-    if not (run_dir / "vocab.json").is_file():
-        missing.append("vocab.json (the vocabulary stage has not run)")
-    if missing:
-        raise RunDirectoryError(
-            f"{run_dir} is missing " + "; ".join(missing) + f". Produce it with `python -m mate.train --out "
-            f"{run_dir}` and the same arguments as the original run (finished stages are reused, an interrupted "
-            f"stage resumes)")
-    return run_dir
-
-
-def load_stage_model(run_dir: str | Path, stage: int, device: str | torch.device = "cpu",
-                     original_word_embeddings: bool = False):
-    """The trained :class:`mate.model.mate_model.MATEModel` of one stage, in eval mode on ``device``.
-
-    Rebuilt from ``RUN/summary.json`` (the encoder spec; ``train.log`` when the summary is absent),
-    ``RUN/vocab.json`` (the prototypes) and ``RUN/stage{stage}/model.pt`` ({"model": state dict,
-    "config": MATEConfig dict}). With ``original_word_embeddings`` the text encoder's word table is
-    put back to the freshly built encoder's (the "original" variant). Raises
-    :class:`RunDirectoryError` naming what is missing."""
-    from mate.model.mate_model import MATEConfig, MATEModel
-    from mate.text.encoders import build_text_encoder
-    from mate.text.vocab import Vocabulary
-
-    if stage not in STAGE_NAMES:
-        raise ValueError(f"stage must be 0 or 1, got {stage!r}")
-    run_dir = check_run_dir(run_dir, (stage,))
-    path = run_dir / STAGE_NAMES[stage][0] / "model.pt"
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: expected {{'model': state dict, 'config': MATEConfig dict}}")
-    # A state dict saved from a torch.compile / DDP wrapper carries their prefixes.
-    weights = {re.sub(r"^(?:_orig_mod\.|module\.)+", "", k): v for k, v in state["model"].items()}
-    encoder = build_text_encoder(_run_encoder_spec(run_dir))
-    original_table = encoder.word_embeddings.weight.detach().clone() if original_word_embeddings else None
-    num_prototypes = weights["prototypes"].shape[0]
-    vocab = Vocabulary.load(run_dir / "vocab.json")
-    if max(1, len(vocab)) != num_prototypes:
-        raise ValueError(f"{path} has {num_prototypes} prototypes but {run_dir / 'vocab.json'} has {len(vocab)} "
-                         f"words: the run directory mixes two runs")
-    feature_dim = weights["motion_encoder.input_proj.weight"].shape[1]
-    model = MATEModel(encoder, feature_dim, num_prototypes, MATEConfig(**state["config"]), impl="reference")
-    model.load_state_dict(weights)
-    if original_table is not None:
-        with torch.no_grad():
-            model.text_encoder.word_embeddings.weight.copy_(original_table)
-    return model.to(device).eval()
-
-
-def resolve_data_root(run_dir: str | Path, data_root: str | Path | None = None) -> Path:
-    """The run's dataset: ``data_root`` if given, else ``RUN/data`` (the synthetic set the run
-    generated), else the ``--data`` folder recorded in ``RUN/train.log``."""
-    run_dir = Path(run_dir)
-    if data_root is not None:
-        if not Path(data_root).is_dir():
-            raise RunDirectoryError(f"--data {data_root} is not a directory")
-        return Path(data_root)
-    if (run_dir / "data").is_dir():
-        return run_dir / "data"
-    log_file = run_dir / "train.log"
-    if log_file.is_file():
-        found = re.findall(r"data: (.+?) \((?:humanml3d|kit)\), \d+ training captions", log_file.read_text())
-        if found and Path(found[-1]).is_dir():
-            return Path(found[-1])
-    raise RunDirectoryError(f"cannot find the dataset of {run_dir}: no {run_dir / 'data'} and no existing --data "
-                            f"folder in {log_file}; pass it with --data DIR")
 
 
 # ------------------------------------------------------------------------------------- features
@@ -466,7 +269,7 @@ def _normalised(x: torch.Tensor) -> np.ndarray:
 def load_ground_truth(data_root: Path) -> dict | None:
     """``DATA/segments.json`` (synthetic sets): {motion_id: [per caption: {subtexts, bounds_frames, ...}]}."""
     path = Path(data_root) / "segments.json"
-    return _read_json(path) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _truth_of(record, gt: dict):
@@ -483,29 +286,18 @@ def _truth_of(record, gt: dict):
 def predict_partitions(model, eval_set: EvalSet, requests: Sequence[tuple[int, list[str]]], device,
                        progress: bool = False, clips_per_batch: int = 16) -> list[np.ndarray | None]:
     """Frame boundaries [N+1] (window frames) for each (dataset index, sub-texts) request, as
-    ``mate.train.compute_segments`` finds them: 0.5 s grid, costs from the model's encoders,
-    the C++ dynamic program. None where the window has fewer grid units than sub-texts."""
-    from mate.model.segmentation import partition_clips
-    from mate.segment import unit_grid
+    training segments its captions (:func:`mate.model.segmentation.segment_captions`: 0.5 s grid,
+    costs from the model's encoders, the C++ dynamic program). None where the window has fewer
+    grid units than sub-texts."""
+    from mate.model.segmentation import segment_captions
 
     model.eval()
     ds = eval_set.dataset
-    by_clip: dict[int, list[int]] = {}
-    for r, (index, _) in enumerate(requests):
-        by_clip.setdefault(int(eval_set.clip_of[index]), []).append(r)
-    out: list[np.ndarray | None] = [None] * len(requests)
-    clips = []
-    for clip, rs in by_clip.items():
-        index = eval_set.clip_item[clip]
-        grid = unit_grid(int(ds.lengths[index]), ds.fps)
-        wanted = [(r, requests[r][1]) for r in rs if len(requests[r][1]) <= len(grid) - 1]
-        clips.append((lambda i=index: ds[i]["motion"].to(device), grid, wanted))
-    with _bar(None, "segmentation", progress, len(clips)) as bar:
-        for covered, done in partition_clips(model, clips, clips_per_batch):
-            for r, grid, part in done:
-                out[r] = part.frames(grid)
-            bar.update(covered)
-    return out
+    clip_requests = [(r, int(eval_set.clip_of[index]), parts) for r, (index, parts) in enumerate(requests)]
+    bounds = segment_captions(model, clip_requests, lambda clip: ds[eval_set.clip_item[clip]]["motion"].to(device),
+                              lambda clip: int(ds.lengths[eval_set.clip_item[clip]]), ds.fps, clips_per_batch,
+                              progress=progress, desc="segmentation")
+    return [bounds[r] for r in range(len(requests))]
 
 
 def segmentation_and_decomposition(model0, eval_set: EvalSet, gt: dict, device, progress: bool) -> tuple[dict, dict]:
@@ -560,6 +352,101 @@ def segmentation_and_decomposition(model0, eval_set: EvalSet, gt: dict, device, 
 
 
 # ---------------------------------------------------------------------------------------- main
+@dataclass
+class _Protocol:
+    """The random draws every variant is scored on (the same for all of them): TMR's batches of
+    32 clips, Guo et al.'s one caption per clip, and the positives of the protocols."""
+
+    small_batches: list
+    one_caption: np.ndarray          # caption index per clip
+    one_caption_clip: np.ndarray
+    diversity_times: int
+    positives_all: np.ndarray        # [captions, clips] bool: each caption's own clip
+    positives_threshold: np.ndarray | None = None   # set from the original encoder's features
+
+    @classmethod
+    def draw(cls, eval_set: EvalSet, seed: int) -> "_Protocol":
+        num_clips, num_captions = len(eval_set.clip_item), len(eval_set.captions)
+        small_batches = M.sample_retrieval_batches(eval_set.clip_of, num_clips, SMALL_BATCH, seed)
+        rng = np.random.default_rng(seed)   # Guo et al.'s items: one random caption per clip
+        one_caption = np.array([rng.choice(np.flatnonzero(eval_set.clip_of == j)) for j in range(num_clips)])
+        positives_all = np.zeros((num_captions, num_clips), dtype=bool)
+        positives_all[np.arange(num_captions), eval_set.clip_of] = True
+        return cls(small_batches, one_caption, eval_set.clip_of[one_caption],
+                   300 if num_clips > 300 else min(100, num_clips), positives_all)
+
+
+def _score_variant(model, variant: str, eval_set: EvalSet, protocol: _Protocol, batch_size: int, device,
+                   progress: bool, seed: int) -> dict:
+    """Retrieval, the T2M-style metrics and antonym swaps of one model, scored by cosines of its
+    sentence and motion features. The first variant scored sets ``protocol.positives_threshold``
+    (it must be the original encoder)."""
+    raw = encode_captions(model, eval_set.captions, batch_size, device, progress, f"{variant}: captions", raw=True)
+    with torch.no_grad():
+        f_t = model.sentence_proj(raw.to(device)).float().cpu()       # = model.encode_text
+    f_m = encode_clips(model, eval_set.dataset, eval_set.clip_item, batch_size, device, progress, f"{variant}: motions")
+    if protocol.positives_threshold is None:  # the original encoder's sentence features decide paraphrases
+        if variant != "original":
+            raise AssertionError("the original variant must come first")
+        protocol.positives_threshold = M.text_similarity_positives(raw, eval_set.clip_of, len(eval_set.clip_item),
+                                                                   TMR_THRESHOLD)
+    t, m = _normalised(f_t), _normalised(f_m)
+    sim = t @ m.T
+    retrieval = {
+        "all": M.retrieval_metrics(sim, protocol.positives_all),
+        "threshold": M.retrieval_metrics(sim, protocol.positives_threshold),
+        "small_batches": M.batched_retrieval_metrics(sim, protocol.small_batches),
+    }
+    pairs_t, pairs_m = t[protocol.one_caption], m[protocol.one_caption_clip]
+    rp = M.r_precision(pairs_t, pairs_m, top_k=3, batch_size=SMALL_BATCH, seed=seed)
+    standard = {"R_precision_top1": float(rp[0]), "R_precision_top2": float(rp[1]), "R_precision_top3": float(rp[2]),
+                "MM_Dist": M.mm_dist(pairs_t, pairs_m), "Diversity": M.diversity(m, protocol.diversity_times, seed)}
+    known = dict(zip(eval_set.captions, t))
+
+    def scorer(texts, refs):
+        todo = list(dict.fromkeys(x for x in texts if x not in known))
+        if todo:
+            known.update(zip(todo, _normalised(encode_captions(model, todo, batch_size, device, progress,
+                                                               f"{variant}: antonym swaps"))))
+        feats = np.stack([known[x] for x in texts])
+        return (feats * m[np.asarray(refs, dtype=np.int64)]).sum(axis=1)
+
+    swaps = antonym_swap_accuracy(eval_set.captions, list(eval_set.clip_of), scorer)
+    return {"retrieval": retrieval, "t2m_standard": standard, "antonym_swap_accuracy": swaps}
+
+
+def _meta(run_dir: Path, data: Path, split: str, eval_set: EvalSet, protocol: _Protocol, device, seed: int,
+          batch_size: int, ground_truth: bool, timings: dict, started: float) -> dict:
+    """``meta`` of the results: what was evaluated, how, and how long it took."""
+    manifest = read_manifest(run_dir)
+    ds = eval_set.dataset
+    return {
+        "run_dir": str(run_dir.resolve()),
+        "data_root": str(Path(data).resolve()),
+        "split": split,
+        "dataset": ds.dataset_name,
+        "num_captions": len(ds),
+        "num_clips": len(eval_set.clip_item),
+        "num_motions": len(ds.motion_ids),
+        "encoder": manifest["encoder"],
+        "preset": manifest.get("preset"),
+        "device": str(device),
+        "seed": seed,
+        "batch_size": batch_size,
+        "threshold": {"value": TMR_THRESHOLD, "rule": "(cos + 1) / 2 > value",
+                      "features": "original text encoder, pooled sentence feature",
+                      "mean_positives_per_caption": float(protocol.positives_threshold.sum(1).mean())},
+        "small_batches": {"batch_size": int(len(protocol.small_batches[0][0])),
+                          "num_batches": len(protocol.small_batches)},
+        "t2m_standard": {"num_pairs": int(protocol.one_caption.size), "diversity_times": protocol.diversity_times,
+                         "features": "L2-normalised"},
+        "ground_truth": ground_truth,
+        "timings_s": timings,
+        "seconds": round(time.time() - started, 2),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.device = "cpu", batch_size: int = 64,
                  seed: int = 0, data_root: str | Path | None = None, progress: bool = True,
                  write: bool = True) -> dict:
@@ -574,8 +461,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
     ``decomposition_accuracy``: {exact, count, num_captions, ...} or None without ground truth;
     ``meta``: run dir, split, sizes, settings, timings."""
     started = time.time()
-    run_dir = check_run_dir(run_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else torch.device(device)
+    run_dir = check_run_dir(run_dir).root
+    device = resolve_device(str(device))
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     data = resolve_data_root(run_dir, data_root)
@@ -589,58 +476,19 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
         "baseline": lambda: load_stage_model(run_dir, 0, device),
         "mate": lambda: load_stage_model(run_dir, 1, device),
     }
-    small_batches = M.sample_retrieval_batches(eval_set.clip_of, num_clips, SMALL_BATCH, seed)
-    rng = np.random.default_rng(seed)   # Guo et al.'s items: one random caption per clip
-    one_caption = np.array([rng.choice(np.flatnonzero(eval_set.clip_of == j)) for j in range(num_clips)])
-    one_caption_clip = eval_set.clip_of[one_caption]
-    diversity_times = 300 if num_clips > 300 else min(100, num_clips)
-    positives_all = np.zeros((len(ds), num_clips), dtype=bool)
-    positives_all[np.arange(len(ds)), eval_set.clip_of] = True
+    protocol = _Protocol.draw(eval_set, seed)
     results: dict[str, Any] = {"retrieval": {}, "t2m_standard": {}, "antonym_swap_accuracy": {}, "word_table": {}}
     original_rows = None
     timings: dict[str, float] = {}
-    positives_threshold = None
     model0 = None
-    for variant, make in models.items():
+    for variant, make in models.items():   # the original first: its features define paraphrases
         t0 = time.time()
         model = make()
-        raw = encode_captions(model, eval_set.captions, batch_size, device, progress, f"{variant}: captions", raw=True)
-        with torch.no_grad():
-            f_t = model.sentence_proj(raw.to(device)).float().cpu()       # = model.encode_text
-        f_m = encode_clips(model, ds, eval_set.clip_item, batch_size, device, progress, f"{variant}: motions")
-        if positives_threshold is None:  # the original encoder's sentence features decide paraphrases
-            if variant != "original":
-                raise AssertionError("the original variant must come first")
-            positives_threshold = M.text_similarity_positives(raw, eval_set.clip_of, num_clips, TMR_THRESHOLD)
-        t, m = _normalised(f_t), _normalised(f_m)
-        sim = t @ m.T
-        results["retrieval"][variant] = {
-            "all": M.retrieval_metrics(sim, positives_all),
-            "threshold": M.retrieval_metrics(sim, positives_threshold),
-            "small_batches": M.batched_retrieval_metrics(sim, small_batches),
-        }
-        rp = M.r_precision(t[one_caption], m[one_caption_clip], top_k=3, batch_size=SMALL_BATCH, seed=seed)
-        results["t2m_standard"][variant] = {
-            "R_precision_top1": float(rp[0]), "R_precision_top2": float(rp[1]), "R_precision_top3": float(rp[2]),
-            "MM_Dist": M.mm_dist(t[one_caption], m[one_caption_clip]),
-            "Diversity": M.diversity(m, diversity_times, seed),
-        }
-
-        known = dict(zip(eval_set.captions, t))
-
-        def scorer(texts, refs, model=model, m=m, known=known):
-            todo = list(dict.fromkeys(x for x in texts if x not in known))
-            if todo:
-                known.update(zip(todo, _normalised(encode_captions(model, todo, batch_size, device, progress,
-                                                                   f"{variant}: antonym swaps"))))
-            feats = np.stack([known[x] for x in texts])
-            return (feats * m[np.asarray(refs, dtype=np.int64)]).sum(axis=1)
-
-        results["antonym_swap_accuracy"][variant] = antonym_swap_accuracy(eval_set.captions, list(eval_set.clip_of),
-                                                                          scorer)
+        scores = _score_variant(model, variant, eval_set, protocol, batch_size, device, progress, seed)
+        for name, value in scores.items():
+            results[name][variant] = value
         rows = antonym_word_rows(model.text_encoder)
-        if original_rows is None:  # the original variant comes first (checked above)
-            original_rows = rows
+        original_rows = rows if original_rows is None else original_rows
         results["word_table"][variant] = word_table_summary(rows, original_rows)
         if variant == "baseline":
             model0 = model
@@ -659,57 +507,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
     timings["segmentation"] = round(time.time() - t0, 2)
     del model0
 
-    summary_path = run_dir / "summary.json"
-    summary = _read_json(summary_path) if summary_path.is_file() else {}
-    results["meta"] = {
-        "run_dir": str(run_dir.resolve()),
-        "data_root": str(Path(data).resolve()),
-        "split": split,
-        "dataset": ds.dataset_name,
-        "num_captions": len(ds),
-        "num_clips": num_clips,
-        "num_motions": len(ds.motion_ids),
-        "encoder": summary.get("encoder") or _run_encoder_spec(run_dir),
-        "preset": summary.get("preset"),
-        "device": str(device),
-        "seed": seed,
-        "batch_size": batch_size,
-        "threshold": {"value": TMR_THRESHOLD, "rule": "(cos + 1) / 2 > value",
-                      "features": "original text encoder, pooled sentence feature",
-                      "mean_positives_per_caption": float(positives_threshold.sum(1).mean())},
-        "small_batches": {"batch_size": int(len(small_batches[0][0])), "num_batches": len(small_batches)},
-        "t2m_standard": {"num_pairs": int(one_caption.size), "diversity_times": diversity_times,
-                         "features": "L2-normalised"},
-        "ground_truth": gt is not None,
-        "timings_s": timings,
-        "seconds": round(time.time() - started, 2),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    results["meta"] = _meta(run_dir, data, split, eval_set, protocol, device, seed, batch_size, gt is not None,
+                            timings, started)
     if write:
         out = run_dir / "eval"
         out.mkdir(parents=True, exist_ok=True)
-        from mate.train import atomic_write_json
-
         atomic_write_json(out / "metrics.json", results)
         write_report(results, out / "report.md")
     return results
 
 
 # -------------------------------------------------------------------------------------- report
-def _fmt(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in row) + " |" for row in rows]
-    return lines + [""]
-
-
 def write_report(results: dict, path: str | Path) -> Path:
     """``results`` (from :func:`evaluate_run`) as Markdown tables at ``path``."""
     meta = results["meta"]
@@ -770,9 +578,7 @@ def write_report(results: dict, path: str | Path) -> Path:
             ["all", str(dec["num_captions"]), dec["exact"], dec["count"]],
             ["multi-action", str(dec["num_multi_action"]), dec["exact_multi_action"], dec["count_multi_action"]],
         ])
-    path = Path(path)
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(path, "\n".join(lines))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -784,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random batches and pair draws")
     p.add_argument("--data", type=Path, default=None,
-                   help="dataset folder (default: RUN_DIR/data, else the --data recorded in RUN_DIR/train.log)")
+                   help="dataset folder (default: the run's, from RUN_DIR/run.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (mate.plots)")
     return p
@@ -794,8 +600,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: CUDA is not available on this machine")
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,

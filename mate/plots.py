@@ -20,8 +20,6 @@ deterministic: the same inputs give the same bytes.
 """
 from __future__ import annotations
 
-import copy
-import csv
 import json
 import logging
 import math
@@ -32,32 +30,23 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
+from mate.atomic import atomic_write
+from mate.rundir import STAGES, RunDir, RunDirectoryError, data_root, encoder_spec, load_stage_model
+from mate.text.antonyms import FIGURE_WORD_PAIRS, word_embedding_vectors
+from mate.train.logs import read_metrics
+
 log = logging.getLogger("mate.plots")
 
 __all__ = [
-    "DEFAULT_ANTONYM_PAIRS",
     "plot_word_embedding_map",
     "plot_antonym_similarity_heatmap",
     "plot_segmentation_timeline",
     "plot_stick_figures",
     "plot_training_curves",
     "render_run_figures",
-    "word_embedding_vectors",
 ]
 
 PathLike = Union[str, os.PathLike]
-
-#: Motion words and their antonyms (every pair occurs in the synthetic set's captions).
-DEFAULT_ANTONYM_PAIRS: tuple[tuple[str, str], ...] = (
-    ("left", "right"),
-    ("clockwise", "counterclockwise"),
-    ("forward", "backward"),
-    ("up", "down"),
-    ("quickly", "slowly"),
-    ("raise", "lower"),
-    ("upstairs", "downstairs"),
-    ("sit", "stand"),
-)
 
 _DPI = 120
 # Qualitative colours (tab10 without its grey), cycled.
@@ -77,12 +66,7 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path: PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png", dpi=_DPI, metadata=_PNG_METADATA)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI, metadata=_PNG_METADATA))
 
 
 def _pairs_and_singles(words) -> tuple[list[str], list[tuple[str, str]]]:
@@ -113,18 +97,6 @@ def _check_encoders(encoders: Mapping) -> list[str]:
     if not isinstance(encoders, Mapping) or not encoders:
         raise ValueError("expected a non-empty dict {name: TextEncoder}")
     return list(encoders)
-
-
-def word_embedding_vectors(encoder, words: Sequence[str], normalise: bool = True) -> np.ndarray:
-    """WE(w) [W, E] float64 for each word (the mean of its token embeddings, as MATE reads it),
-    L2-normalised when ``normalise``."""
-    import torch
-
-    with torch.no_grad():
-        emb = encoder.embed_words(encoder.word_token_ids(list(words))).detach().to("cpu", torch.float64).numpy()
-    if normalise:
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return emb
 
 
 def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -470,26 +442,6 @@ def plot_stick_figures(joints, path: PathLike, frames: int = 8, fps: float | Non
 
 
 # ---------------------------------------------------------------------------- training curves
-def _read_metrics(metrics_csv: PathLike) -> list[dict]:
-    path = Path(metrics_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics file at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        needed = {"stage", "split", "step", "name", "value"}
-        if reader.fieldnames is None or not needed <= set(reader.fieldnames):
-            raise ValueError(f"{path} is not a MATE metrics.csv (columns {reader.fieldnames}, need {sorted(needed)})")
-        rows = []
-        for row in reader:
-            try:
-                rows.append({"stage": row["stage"], "split": row["split"], "step": int(float(row["step"])),
-                             "epoch": int(float(row.get("epoch") or 0)), "name": row["name"],
-                             "value": float(row["value"])})
-            except (TypeError, ValueError):
-                continue  # a truncated last line of an interrupted run
-    return rows
-
-
 def _minor_log_label(value: float, _pos=None) -> str:
     """Label the 2x, 3x and 5x minor ticks of a log axis (plain numbers), leave the rest blank."""
     if value <= 0:
@@ -502,7 +454,7 @@ def plot_training_curves(metrics_csv: PathLike, path: PathLike, title: str | Non
     """One panel per stage of ``metrics.csv``: every loss term vs optimizer step, train (solid
     lines, every --log-every steps) and validation (circles, dashed, at the end of each epoch).
     Log scale on y when every value is positive."""
-    rows = _read_metrics(metrics_csv)
+    rows = read_metrics(metrics_csv)
     if not rows:
         raise ValueError(f"{metrics_csv} has no rows")
     stages = list(dict.fromkeys(r["stage"] for r in rows))
@@ -544,44 +496,13 @@ def plot_training_curves(metrics_csv: PathLike, path: PathLike, title: str | Non
 
 
 # ------------------------------------------------------------------------------- run figures
-def _load_stage_encoder(run_dir: Path, stage: int, original, device: str):
-    """The text encoder of stage 0 (baseline) / 1 (MATE): via ``mate.evaluate.load_stage_model``
-    when that module is available, else the original encoder with the stage's saved weights."""
-    import torch
-
-    try:
-        from mate.evaluate import load_stage_model
-    except ImportError:
-        load_stage_model = None
-    if load_stage_model is not None:
-        return load_stage_model(run_dir, stage, device).text_encoder.eval()
-    state = torch.load(run_dir / f"stage{stage}" / "model.pt", map_location="cpu", weights_only=True)["model"]
-    prefix = "text_encoder."
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    encoder = copy.deepcopy(original)
-    missing, _ = encoder.load_state_dict(sub, strict=False)
-    table_names = [n for n, p in encoder.named_parameters() if p is encoder.word_embeddings.weight]
-    if not sub or any(n in missing for n in table_names):
-        raise KeyError(f"{run_dir}/stage{stage}/model.pt has no text-encoder word table")
-    return encoder.to(device).eval()
-
-
-def _run_pairs(run_dir: Path) -> list[tuple[str, str]]:
-    """Antonym pairs for a run's figures: the pairs ``mate.evaluate`` tests (when importable), then
-    ours; only those whose two words are in the run's training vocabulary (the trained rows),
-    unless none is."""
-    pairs: list[tuple[str, str]] = []
-    try:
-        from mate.evaluate import ANTONYM_GROUPS
-
-        pairs += [tuple(name.split("/")) for name in ANTONYM_GROUPS if name.count("/") == 1]
-    except ImportError:
-        pass
-    pairs = list(dict.fromkeys(pairs + list(DEFAULT_ANTONYM_PAIRS)))
-    vocab_path = run_dir / "vocab.json"
-    if vocab_path.is_file():
+def _run_pairs(run: RunDir) -> list[tuple[str, str]]:
+    """Antonym pairs for a run's figures (:data:`mate.text.antonyms.FIGURE_WORD_PAIRS`): only those
+    whose two words are in the run's training vocabulary (the trained rows), unless none is."""
+    pairs = list(FIGURE_WORD_PAIRS)
+    if run.vocab.is_file():
         try:
-            vocab = set(json.loads(vocab_path.read_text()).get("words", []))
+            vocab = set(json.loads(run.vocab.read_text()).get("words", []))
         except (ValueError, AttributeError):
             vocab = set()
         inside = [p for p in pairs if p[0] in vocab and p[1] in vocab]
@@ -590,33 +511,13 @@ def _run_pairs(run_dir: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def _encoder_from_log(run_dir: Path) -> str | None:
-    """The encoder spec from RUN/train.log ("run directory ..., encoder SPEC, fused ..."), for a
-    run that has not written summary.json yet."""
-    import re
-
-    logfile = run_dir / "train.log"
-    if logfile.is_file():
-        found = re.findall(r"run directory .*?, encoder (\S+), fused", logfile.read_text(errors="replace"))
-        if found:
-            return found[-1]
-    return None
-
-
-def _data_dir(run_dir: Path, data_dir: PathLike | None) -> Path | None:
-    if data_dir is not None:
-        return Path(data_dir)
-    if (run_dir / "data").is_dir():
-        return run_dir / "data"
-    logfile = run_dir / "train.log"
-    if logfile.is_file():  # "data: <root> (<name>), N training captions, ..."
-        import re
-
-        for line in reversed(logfile.read_text(errors="replace").splitlines()):
-            m = re.search(r" data: (.+?) \((\w+)\), \d+ training captions", line)
-            if m and Path(m.group(1)).is_dir():
-                return Path(m.group(1))
-    return None
+def _data_dir(run: RunDir, data_dir: PathLike | None) -> Path | None:
+    """The run's dataset folder (``data_dir`` when given), None when it cannot be found."""
+    try:
+        return data_root(run.root, data_dir)
+    except RunDirectoryError as err:
+        log.info("render_run_figures: no dataset (%s): motion figures skipped", err)
+        return None
 
 
 def _fps_of(data: Path | None) -> float:
@@ -671,6 +572,53 @@ def _first_caption(data: Path, motion_id: str) -> str:
     return ""
 
 
+def _word_figures(run: RunDir, spec: str, device: str) -> list[Path]:
+    """The word-embedding map and the antonym heat map: the original encoder vs the stage-0
+    (baseline) and stage-1 (MATE) word tables; none without a stage model."""
+    stages = [s for s in STAGES if run.stage_model(STAGES[s][0]).is_file()]
+    if not stages:
+        log.info("render_run_figures: no stage model in %s: word figures skipped", run.root)
+        return []
+    from mate.text.encoders import build_text_encoder
+
+    encoders = {"original": build_text_encoder(spec).eval()}
+    for s in stages:
+        encoders[{0: "baseline (stage 0)", 1: "MATE (stage 1)"}[s]] = \
+            load_stage_model(run.root, s, device).text_encoder.eval()
+    pairs = _run_pairs(run)
+    if 1 in stages:  # before vs after MATE
+        map_encoders = {k: v for k, v in encoders.items() if k != "baseline (stage 0)"}
+        title = "Motion words before vs after MATE: WE(w), L2-normalised, one PCA over both panels; antonym pairs joined"
+    else:
+        map_encoders, title = encoders, None
+    return [plot_word_embedding_map(map_encoders, pairs, run.eval / "word_embedding_map.png", title=title),
+            plot_antonym_similarity_heatmap(encoders, pairs, run.eval / "antonym_similarity.png")]
+
+
+def _test_motion_figure(data: Path, fps: float, out_dir: Path) -> list[Path]:
+    """Stick figures of the first motion of the test split (else val, train) that has features."""
+    ids = []
+    for split in ("test.txt", "val.txt", "train.txt"):
+        for base in (data, data / "splits"):
+            if (base / split).is_file():
+                ids = [i.strip() for i in (base / split).read_text().splitlines() if i.strip()]
+                break
+        if ids:
+            break
+    for motion_id in ids:
+        vec = data / "new_joint_vecs" / f"{motion_id}.npy"
+        if vec.is_file():
+            from mate.data.features import recover_joints
+
+            joints = recover_joints(np.load(vec))
+            caption = _first_caption(data, motion_id)
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in motion_id)
+            return [plot_stick_figures(
+                joints, out_dir / f"stick_figures_{safe}.png", frames=8, fps=fps,
+                title=f"Test motion {motion_id}: \u201c{textwrap.shorten(caption, 120)}\u201d" if caption else None)]
+    return []
+
+
 def render_run_figures(run_dir: PathLike, device: str = "cpu", data_dir: PathLike | None = None,
                        num_timelines: int = 3) -> list[Path]:
     """Every figure for a finished run, written into ``RUN/eval/``; returns their paths.
@@ -683,41 +631,19 @@ def render_run_figures(run_dir: PathLike, device: str = "cpu", data_dir: PathLik
     * ``training_curves.png``: RUN/metrics.csv.
 
     A figure whose inputs are missing (no stage-1 model, no data) is skipped with a log message."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory at {run_dir}")
-    out_dir = run_dir / "eval"
+    run = RunDir(Path(run_dir))
+    run_dir = run.root
+    spec = encoder_spec(run_dir)          # RunDirectoryError for a directory that is not a run
+    out_dir = run.eval
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
 
-    # Word tables: original vs baseline vs MATE.
-    stages = [s for s in (0, 1) if (run_dir / f"stage{s}" / "model.pt").is_file()]
-    spec = summary.get("encoder") or _encoder_from_log(run_dir)
-    if spec and stages:
-        from mate.text.encoders import build_text_encoder
-
-        original = build_text_encoder(spec).eval()
-        encoders = {"original": original}
-        for s in stages:
-            encoders[{0: "baseline (stage 0)", 1: "MATE (stage 1)"}[s]] = _load_stage_encoder(run_dir, s, original, device)
-        pairs = _run_pairs(run_dir)
-        if 1 in stages:  # before vs after MATE
-            map_encoders = {k: v for k, v in encoders.items() if k != "baseline (stage 0)"}
-            title = "Motion words before vs after MATE: WE(w), L2-normalised, one PCA over both panels; antonym pairs joined"
-        else:
-            map_encoders, title = encoders, None
-        written.append(plot_word_embedding_map(map_encoders, pairs, out_dir / "word_embedding_map.png", title=title))
-        written.append(plot_antonym_similarity_heatmap(encoders, pairs, out_dir / "antonym_similarity.png"))
-        del encoders, original
-    else:
-        log.info("render_run_figures: no summary.json encoder or stage model in %s: word figures skipped", run_dir)
-
-    data = _data_dir(run_dir, data_dir)
+    written += _word_figures(run, spec, device)
+    data = _data_dir(run, data_dir)
     fps = _fps_of(data)
 
     # Segmentation timelines.
-    seg_path = run_dir / "segments.json"
+    seg_path = run.segments
     if seg_path.is_file() and num_timelines > 0:
         pred = json.loads(seg_path.read_text())
         truth = {}
@@ -729,30 +655,9 @@ def render_run_figures(run_dir: PathLike, device: str = "cpu", data_dir: PathLik
                 seg["subtexts"], seg["bounds_frames"], true_bounds, fps, out_dir / f"segmentation_{safe}.png",
                 title=f"Caption {key}: predicted (stage-0 encoders + DP) vs ground-truth segments"))
 
-    # Stick figures of one test motion.
     if data is not None:
-        ids = []
-        for split in ("test.txt", "val.txt", "train.txt"):
-            for base in (data, data / "splits"):
-                if (base / split).is_file():
-                    ids = [i.strip() for i in (base / split).read_text().splitlines() if i.strip()]
-                    break
-            if ids:
-                break
-        for motion_id in ids:
-            vec = data / "new_joint_vecs" / f"{motion_id}.npy"
-            if vec.is_file():
-                from mate.data.features import recover_joints
-
-                joints = recover_joints(np.load(vec))
-                caption = _first_caption(data, motion_id)
-                safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in motion_id)
-                written.append(plot_stick_figures(
-                    joints, out_dir / f"stick_figures_{safe}.png", frames=8, fps=fps,
-                    title=f"Test motion {motion_id}: \u201c{textwrap.shorten(caption, 120)}\u201d" if caption else None))
-                break
-
-    if (run_dir / "metrics.csv").is_file():
-        written.append(plot_training_curves(run_dir / "metrics.csv", out_dir / "training_curves.png",
+        written += _test_motion_figure(data, fps, out_dir)
+    if run.metrics_csv.is_file():
+        written.append(plot_training_curves(run.metrics_csv, out_dir / "training_curves.png",
                                             title=f"Training curves of {run_dir.name}"))
     return written

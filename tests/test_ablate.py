@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mate import ablate, train
+from mate.model.losses import LOSS_NAMES
 
 
 def test_variants_cover_the_papers_tables():
@@ -20,20 +21,23 @@ def test_variants_cover_the_papers_tables():
 
 
 @pytest.mark.parametrize("variant", ablate.VARIANTS, ids=lambda v: v.name)
-def test_train_argv_parses_with_mate_train(variant, tmp_path):
+def test_train_config_of_each_variant(variant, tmp_path):
     settings = ablate._settings(ablate.build_parser().parse_args(["--quick", "--device", "cpu"]))
-    argv = ablate.train_argv(variant, tmp_path / variant.name, tmp_path / "data", settings)
-    args = train.build_parser().parse_args(argv)
-    assert args.out == tmp_path / variant.name and args.data == tmp_path / "data" and args.no_export
-    assert (args.max_steps, args.epochs, args.stage0_epochs, args.batch_size) == (2, 1, 1, 8)
+    config = ablate.train_config(variant, tmp_path / variant.name, tmp_path / "data", settings)
+    assert isinstance(config, train.TrainConfig)
+    assert config.out == tmp_path / variant.name and config.data == tmp_path / "data" and config.no_export
+    assert (config.max_steps, config.epochs, config.stage0_epochs, config.batch_size) == (2, 1, 1, 8)
     expected = {
         "mate": ("gaussian", set()), "no_self": ("gaussian", {"self"}), "no_cross": ("gaussian", {"cross"}),
         "no_align": ("gaussian", {"align"}), "no_word": ("gaussian", {"self", "cross", "align"}),
         "prior_none": ("none", set()), "prior_binary": ("binary", set()),
         "prior_gaussian_in_segment": ("gaussian_in_segment", set()),
     }[variant.name]
-    assert args.prior == expected[0]
-    assert {n for n in train.LOSS_NAMES if getattr(args, f"no_{n}")} == expected[1]
+    assert config.prior == expected[0]
+    assert {n for n in LOSS_NAMES if not config.uses_loss(n)} == expected[1]
+    # the variant's flags, given to `python -m mate.train`, make the same configuration
+    args = train.build_parser().parse_args(variant.flags.split() if variant.overrides else [])
+    assert {k: getattr(args, k) for k, _ in variant.overrides} == dict(variant.overrides)
 
 
 def test_cli_parsing(capsys):
@@ -81,20 +85,20 @@ def test_summarise_metrics(tmp_path):
     assert empty["antonym_swap_accuracy"] is None and empty["final_l_self"] is None
 
 
-def test_stage0_prior_neutral(tiny_hf_encoder_dir):
-    from mate.text.encoders import build_text_encoder
-
-    args = train.build_parser().parse_args(["--prior", "binary"])
-    cfg = train.RunConfig(args, dict(train.PRESETS["cpu-small"], d_model=16, motion_layers=1, motion_ff=16))
-    encoder = build_text_encoder(f"hf:{tiny_hf_encoder_dir}")
-    original = train.build_model
-    with ablate.stage0_prior_neutral():
-        assert train.build_model(cfg, encoder, 263, 4, word_losses=False).config.prior_variant == "gaussian"
-        assert train.build_model(cfg, encoder, 263, 4, word_losses=True).config.prior_variant == "binary"
-        assert args.prior == "binary"
-    assert train.build_model is original
-    with ablate.stage0_prior_neutral(enabled=False):
-        assert train.build_model(cfg, encoder, 263, 4, word_losses=False).config.prior_variant == "binary"
+def test_stage0_config_leaves_out_stage1_only_settings():
+    """Stage 0 trains L_rec + L_sent only: the prior, lambda1 and the word-loss switches do not
+    reach its model config (hence its cache key), so every ablation variant shares one stage 0."""
+    base = train.TrainConfig().resolve()
+    stage0 = base.model_config(word_losses=False)
+    for variant in ablate.VARIANTS:
+        config = train.TrainConfig(lambda_word=1.0, **dict(variant.overrides)).resolve()
+        assert config.model_config(word_losses=False) == stage0, variant.name
+    binary = train.TrainConfig(prior="binary", lambda_word=1.0).resolve().model_config(word_losses=True)
+    assert (binary.prior_variant, binary.lambda_word) == ("binary", 1.0)
+    assert stage0.prior_variant == "gaussian" and not stage0.uses_word_losses
+    # settings of both stages do reach stage 0
+    assert train.TrainConfig(lambda_sent=0.5).resolve().model_config(word_losses=False).lambda_sent == 0.5
+    assert train.TrainConfig(no_rec=True).resolve().model_config(word_losses=False).use_rec is False
 
 
 def _stub_evaluate(run_dir, split, device, batch_size, seed):

@@ -22,6 +22,8 @@ import pytest
 import torch
 
 from mate import train
+from mate.train.batches import Collator, mark_dynamic_dims, model_inputs
+from mate.train.trainer import amp_context, loss_function
 from mate.distributed import BatchGather, GlobalBatchSampler
 
 TINY = dict(d_model=32, motion_layers=1, motion_heads=2, motion_ff=64, attention_heads=4,
@@ -71,7 +73,7 @@ def _setup(data, encoder_dir):
         items.append(item)
     torch.manual_seed(0)
     model = MATEModel(encoder, dataset.feature_dim, num_prototypes=6, config=MATEConfig(**TINY), impl="reference")
-    return model, train.Collator(encoder, words, seed=0), items
+    return model, Collator(encoder, words, seed=0), items
 
 
 def _ddp_worker(rank, world, init_file, data, encoder_dir, result_path):
@@ -85,10 +87,10 @@ def _ddp_worker(rank, world, init_file, data, encoder_dir, result_path):
     try:
         model, collate, items = _setup(data, encoder_dir)
         share = GLOBAL_BATCH // world
-        batch = train.model_inputs(collate(items[rank * share:(rank + 1) * share]), torch.device("cpu"))
+        batch = model_inputs(collate(items[rank * share:(rank + 1) * share]), torch.device("cpu"))
         model.batch_gather = BatchGather(dist.new_group())
         ddp = DDP(model)  # keep a reference: its reducer must outlive the backward
-        out = ddp(batch)
+        out = loss_function(model, ddp)(batch)
         out.total.backward()
         terms = mdist.mean_over_ranks({"total": out.total.item(), **{k: v.item() for k, v in out.terms.items()}},
                                       torch.device("cpu"))
@@ -113,7 +115,7 @@ def test_one_ddp_step_has_the_single_process_losses_and_gradients(tiny_synthetic
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = model(train.model_inputs(collate(items), torch.device("cpu")))
+        result = model.loss(model_inputs(collate(items), torch.device("cpu")))
         result.total.backward()
     finally:
         torch.set_num_threads(threads)
@@ -179,9 +181,9 @@ def _steps(model, batches, step_fn, amp=False, steps=2):
     optimizer = torch.optim.AdamW(model.parameter_groups(1e-3, 1e-3))
     losses = []
     for batch in batches[:steps]:
-        inputs = train.model_inputs(batch, torch.device("cpu"))
-        train.mark_dynamic_dims(inputs)
-        with train.amp_context(torch.device("cpu"), amp):
+        inputs = model_inputs(batch, torch.device("cpu"))
+        mark_dynamic_dims(inputs)
+        with amp_context(torch.device("cpu"), amp):
             out = step_fn(inputs)
         optimizer.zero_grad()
         out.total.backward()
@@ -218,12 +220,12 @@ def test_compile_fused_traces_without_graph_breaks_and_matches_eager(tiny_synthe
     encoder, batches = tiny_batches
     initial = {k: v.clone() for k, v in encoder.state_dict().items()}
     eager_model = _tiny_model(dataset, encoder, "reference")
-    eager = _steps(eager_model, batches, eager_model)
+    eager = _steps(eager_model, batches, loss_function(eager_model))
     encoder.load_state_dict(initial)  # the word table trained: start again from the same one
     torch._dynamo.reset()
     counters.clear()
     model = _tiny_model(dataset, encoder, "auto")  # --fused
-    compiled = _steps(model, batches, torch.compile(model, backend="aot_eager"))
+    compiled = _steps(model, batches, loss_function(model, compile_backend="aot_eager"))
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1  # dynamic T, L: no recompilation for the 2nd batch
     for a, b in zip(eager, compiled):
@@ -232,7 +234,7 @@ def test_compile_fused_traces_without_graph_breaks_and_matches_eager(tiny_synthe
             assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-5), name
     # With attention dropout (masks from the global RNG when compiled): it traces and trains.
     model.word_attention.dropout = 0.1
-    with_dropout = _steps(model, batches, torch.compile(model, backend="aot_eager"), steps=1)
+    with_dropout = _steps(model, batches, loss_function(model, compile_backend="aot_eager"), steps=1)
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert all(math.isfinite(v) for v in with_dropout[0].values())
 
@@ -245,10 +247,10 @@ def test_amp_bf16_cpu_autocast_trains_close_to_float32(tiny_synthetic_dataset, t
     encoder, batches = tiny_batches
     initial = {k: v.clone() for k, v in encoder.state_dict().items()}
     fp32_model = _tiny_model(dataset, encoder, "reference")
-    fp32 = _steps(fp32_model, batches, fp32_model)
+    fp32 = _steps(fp32_model, batches, loss_function(fp32_model))
     encoder.load_state_dict(initial)
     model = _tiny_model(dataset, encoder, "reference")
-    bf16 = _steps(model, batches, model, amp=True)
+    bf16 = _steps(model, batches, loss_function(model), amp=True)
     for a, b in zip(fp32, bf16):
         for name in a:
             assert isinstance(b[name], float) and b[name] == pytest.approx(a[name], rel=3e-2), name

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from mate import evaluate as E
+from mate.rundir import RunDirectoryError, load_stage_model
+from mate.text.antonyms import ANTONYM_GROUPS, antonym_swaps
 from mate import train
 
 
 # ------------------------------------------------------------------------------- antonym swaps
 def swapped(caption):
-    return [s.swapped for s in E.antonym_swaps(caption)]
+    return [s.swapped for s in antonym_swaps(caption)]
 
 
 def test_antonym_swaps_one_test_per_occurrence():
@@ -26,7 +28,7 @@ def test_antonym_swaps_one_test_per_occurrence():
         "A person walks forward quickly, turns left and then raises the left hand up.",
         "A person walks forward quickly, turns left and then raises the right hand down.",
     ]
-    pairs = [s.pair for s in E.antonym_swaps(caption)]
+    pairs = [s.pair for s in antonym_swaps(caption)]
     assert pairs == ["forward/backward", "quickly/slowly", "left/right", "left/right", "up/down"]
 
 
@@ -54,7 +56,7 @@ def test_antonym_accuracy_with_fake_scorers():
     truth = set(captions)
     prefer_true = E.antonym_swap_accuracy(captions, refs, lambda t, r: [1.0 if x in truth else 0.0 for x in t])
     assert prefer_true["overall"] == 100.0
-    assert prefer_true["counts"] == {**{p: 0 for p in E.ANTONYM_GROUPS}, "left/right": 1, "forward/backward": 1,
+    assert prefer_true["counts"] == {**{p: 0 for p in ANTONYM_GROUPS}, "left/right": 1, "forward/backward": 1,
                                      "clockwise/counterclockwise": 1, "quickly/slowly": 1, "total": 4}
     assert prefer_true["per_pair"]["up/down"] is None and prefer_true["per_pair"]["left/right"] == 100.0
     prefer_antonym = E.antonym_swap_accuracy(captions, refs, lambda t, r: [0.0 if x in truth else 1.0 for x in t])
@@ -148,8 +150,8 @@ def test_evaluate_run_metrics(tiny_run, evaluated):
 def test_original_variant_resets_only_the_word_table(tiny_run, tiny_hf_encoder_dir):
     import transformers
 
-    baseline = E.load_stage_model(tiny_run, 0)
-    original = E.load_stage_model(tiny_run, 0, original_word_embeddings=True)
+    baseline = load_stage_model(tiny_run, 0)
+    original = load_stage_model(tiny_run, 0, original_word_embeddings=True)
     fresh = transformers.AutoModel.from_pretrained(tiny_hf_encoder_dir).get_input_embeddings().weight
     assert torch.equal(original.text_encoder.word_embeddings.weight, fresh)
     assert not torch.equal(baseline.text_encoder.word_embeddings.weight, fresh)
@@ -161,10 +163,10 @@ def test_original_variant_resets_only_the_word_table(tiny_run, tiny_hf_encoder_d
 def test_missing_stage_is_named(tiny_run, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(tiny_run, partial, ignore=shutil.ignore_patterns("stage1", "eval", "tensorboard"))
-    with pytest.raises(E.RunDirectoryError, match=r"stage1/model\.pt \(stage 1 \(MATE\) has not finished\).*"
+    with pytest.raises(RunDirectoryError, match=r"stage1/model\.pt \(stage 1 \(MATE\) has not finished\).*"
                                                   r"python -m mate\.train --out"):
         E.evaluate_run(partial, progress=False)
     with pytest.raises(SystemExit, match="stage1/model.pt"):
         E.main([str(partial)])
-    with pytest.raises(E.RunDirectoryError, match="is not a directory"):
-        E.load_stage_model(tmp_path / "nowhere", 0)
+    with pytest.raises(RunDirectoryError, match="is not a directory"):
+        load_stage_model(tmp_path / "nowhere", 0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mate import plots
+from mate.text.antonyms import word_embedding_vectors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -57,11 +58,11 @@ def test_word_embedding_map(encoders, tmp_path):
 
 def test_word_vectors_are_normalised_token_means(encoders):
     enc = encoders["original"]
-    vec = plots.word_embedding_vectors(enc, ["counterclockwise"], normalise=False)
+    vec = word_embedding_vectors(enc, ["counterclockwise"], normalise=False)
     ids = enc.word_token_ids(["counterclockwise"])[0]
     expected = enc.word_embeddings.weight[ids].mean(0).detach().double().numpy()
     np.testing.assert_allclose(vec[0], expected, rtol=1e-6)
-    unit = plots.word_embedding_vectors(enc, ["left", "right"])
+    unit = word_embedding_vectors(enc, ["left", "right"])
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-9)
 
 

@@ -1,0 +1,118 @@
+"""Motion words and their antonyms: the one home of the antonym lists, the antonym-swap tests
+built from them, and the word-embedding rows WE(w) that MATE fine-tunes.
+
+* :data:`ANTONYM_GROUPS` -- the word pairs an antonym swap tests, with every spelling matched;
+* :data:`ANTONYM_WORD_PAIRS` -- one spelling per word of each group (the rows a report follows);
+* :data:`FIGURE_WORD_PAIRS` -- those plus pairs shown in figures only (raise/lower, sit/stand);
+* :func:`antonym_swaps` -- every swap test of a caption;
+* :func:`word_embedding_vectors` -- WE(w) of words, as MATE reads a word.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["ANTONYM_GROUPS", "ANTONYM_WORD_PAIRS", "FIGURE_WORD_PAIRS", "AntonymSwap", "antonym_swaps",
+           "word_embedding_vectors"]
+
+#: Word pair -> {word as written: its antonym}. Matching is case-insensitive on whole words
+#: (a hyphen separates words: "left-hand" -> "right-hand"); multi-word and hyphenated spellings
+#: of counterclockwise are matched as one word.
+ANTONYM_GROUPS: dict[str, dict[str, str]] = {
+    "clockwise/counterclockwise": {
+        "clockwise": "counterclockwise", "counterclockwise": "clockwise", "counter-clockwise": "clockwise",
+        "counter clockwise": "clockwise", "anticlockwise": "clockwise", "anti-clockwise": "clockwise",
+        "anti clockwise": "clockwise",
+    },
+    "left/right": {"left": "right", "right": "left"},
+    "forward/backward": {"forward": "backward", "backward": "forward", "forwards": "backwards",
+                         "backwards": "forwards"},
+    "quickly/slowly": {"quickly": "slowly", "slowly": "quickly", "fast": "slow", "slow": "fast"},
+    "up/down": {"up": "down", "down": "up"},
+    "upstairs/downstairs": {"upstairs": "downstairs", "downstairs": "upstairs"},
+}
+_WORD_TO_PAIR = {w: pair for pair, words in ANTONYM_GROUPS.items() for w in words}
+_ALTERNATIVES = sorted(_WORD_TO_PAIR, key=len, reverse=True)  # longest first: "counter-clockwise" before "clockwise"
+_ANTONYM_RE = re.compile(
+    r"(?<![^\W_])(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in _ALTERNATIVES) + r")(?![^\W_])",
+    re.IGNORECASE)
+_COORDINATORS = r"(?:and|or|to|&|/)"
+# "right" as an intensifier ("right after", "right away"): no direction to swap.
+_RIGHT_INTENSIFIED = {"after", "before", "away", "now", "then", "there", "here", "when", "as", "until", "behind"}
+
+
+@dataclass(frozen=True)
+class AntonymSwap:
+    """One antonym test: ``caption[start:end]`` is ``word`` (of ``pair``); ``swapped`` is the
+    caption with that occurrence replaced by ``antonym`` (case kept)."""
+
+    pair: str
+    word: str
+    antonym: str
+    start: int
+    end: int
+    swapped: str
+
+
+def _match_case(antonym: str, written: str) -> str:
+    if written.isupper() and len(written) > 1:
+        return antonym.upper()
+    if written[:1].isupper():
+        return antonym[:1].upper() + antonym[1:]
+    return antonym
+
+
+def _canonical(word: str) -> str:
+    return re.sub(r"\s+", " ", word.lower())
+
+
+def antonym_swaps(caption: str) -> list[AntonymSwap]:
+    """Every antonym test of ``caption``: one per occurrence of a word of :data:`ANTONYM_GROUPS`,
+    in text order. Skipped: an occurrence joined to a word of its own pair by "and"/"or"/"to"
+    ("up and down", "from left to right": the swap is a paraphrase), and "right" followed by
+    after/before/away/now/... (an intensifier)."""
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    out = []
+    for m in _ANTONYM_RE.finditer(caption):
+        written = m.group(1)
+        word = _canonical(written)
+        pair = _WORD_TO_PAIR[word]
+        group = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(ANTONYM_GROUPS[pair], key=len, reverse=True))
+        after, before = caption[m.end():], caption[:m.start()]
+        if re.match(rf"\s*{_COORDINATORS}\s*(?:{group})(?![^\W_])", after, re.IGNORECASE) or \
+                re.search(rf"(?<![^\W_])(?:{group})\s*{_COORDINATORS}\s*$", before, re.IGNORECASE):
+            continue
+        if word == "right":
+            nxt = re.match(r"\s+([^\W_]+)", after)
+            if nxt and nxt.group(1).lower() in _RIGHT_INTENSIFIED:
+                continue
+        antonym = ANTONYM_GROUPS[pair][word]
+        swapped = caption[:m.start()] + _match_case(antonym, written) + caption[m.end():]
+        out.append(AntonymSwap(pair, word, antonym, m.start(), m.end(), swapped))
+    return out
+
+
+#: One spelling per word of each :data:`ANTONYM_GROUPS` pair, in the same order.
+ANTONYM_WORD_PAIRS: tuple[tuple[str, str], ...] = (("clockwise", "counterclockwise"), ("left", "right"),
+                                            ("forward", "backward"), ("quickly", "slowly"), ("up", "down"),
+                                            ("upstairs", "downstairs"))
+
+#: Pairs drawn in the word-embedding figures: the tested pairs, then two more whose rows MATE
+#: also trains on the synthetic set (their captions use them; no swap test is built from them).
+FIGURE_WORD_PAIRS: tuple[tuple[str, str], ...] = ANTONYM_WORD_PAIRS + (("raise", "lower"), ("sit", "stand"))
+
+
+def word_embedding_vectors(encoder, words: Sequence[str], normalise: bool = True) -> np.ndarray:
+    """WE(w) [W, E] float64 for each word (the mean of its token embeddings, as MATE reads it),
+    L2-normalised when ``normalise``."""
+    import torch
+
+    with torch.no_grad():
+        emb = encoder.embed_words(encoder.word_token_ids(list(words))).detach().to("cpu", torch.float64).numpy()
+    if normalise:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
