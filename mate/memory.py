@@ -244,6 +244,7 @@ def track_peak_memory(name: str = "block", *, interval: float = 0.01, reset_peak
     Raises:
         ValueError: ``interval`` not a positive finite number.
     """
+    # Long mostly for its docstring: the body starts a sampler, runs the block, and stops it.
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < float("inf"):
         raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
     result = PeakMemory(name=str(name))

@@ -348,6 +348,8 @@ def split_subtexts(caption: str, tokens: str | Sequence[str] | None = None) -> l
     words are exactly the caption's words, each once (as a multiset: reordering moves whole
     clauses). Rules: see the module docstring. Raises ValueError when ``caption`` is not a string,
     is empty or whitespace, or has no word."""
+    # Long on purpose: the six rule stages below run in order over shared state (the pieces, the
+    # verb flags, the sentence of each word); split into functions they would pass it all around.
     if not isinstance(caption, str):
         raise ValueError(f"caption must be a string, got {type(caption).__name__}")
     if not caption.strip():
