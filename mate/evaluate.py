@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone

@@ -4,21 +4,8 @@ Installed as ``mate.segment`` (never as a top-level ``segment``). The dynamic pr
 C++ extension (``mate.segment._partition``, built from ``csrc/``) or, when that is not built,
 in numba.
 """
+from . import partition as _partition
 from .grid import unit_frames, unit_grid
-from .partition import (
-    Partition,
-    available_backends,
-    exhaustive_partition,
-    optimal_partition,
-    optimal_partition_batch,
-)
+from .partition import Partition, available_backends, exhaustive_partition, optimal_partition, optimal_partition_batch
 
-__all__ = [
-    "Partition",
-    "available_backends",
-    "exhaustive_partition",
-    "optimal_partition",
-    "optimal_partition_batch",
-    "unit_frames",
-    "unit_grid",
-]
+__all__ = [*_partition.__all__, "unit_frames", "unit_grid"]

@@ -1,7 +1,7 @@
 """Fuzzing the input validation of the segmenter (C++ extension, numba) and of the ops.
 
-Contract (DESIGN.md section 3): whatever it is handed, a call either returns a valid result or
-raises ValueError / TypeError with a message; never a crash, never another exception type.
+Contract (the docstrings of mate.segment and mate.ops): whatever it is handed, a call either
+returns a valid result or raises ValueError / TypeError with a message; never a crash, never another exception type.
 
 * Segmenter: ``optimal_partition`` / ``optimal_partition_batch`` on random shapes (empty
   included), dtypes (ints, float16, complex, object, big-endian, bool), NaN / inf / huge values,

@@ -14,16 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mate.atomic import atomic_directory as atomic_export_directory
 
 __all__ = [
     "TextEncoder",
@@ -279,41 +277,3 @@ def read_manifest(directory: str | os.PathLike) -> dict | None:
     return manifest
 
 
-def _finalise_tree(directory: Path) -> None:
-    """Flush every file to disk and give files and folders the umask's permissions (some writers,
-    e.g. transformers' safetensors shards, create owner-only files via temporary files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-            path.chmod(0o666 & ~umask)
-        elif path.is_dir():
-            path.chmod(0o777 & ~umask)
-    directory.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
-
-
-@contextmanager
-def atomic_export_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory beside ``out_dir``; when the block succeeds, flush it and
-    rename it to ``out_dir`` (replacing an existing one only if ``overwrite``). On an error the
-    staging directory is deleted and ``out_dir`` is untouched: there is never a half-written export."""
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        yield staging
-        _finalise_tree(staging)
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
-            os.rename(out_dir, retired)
-            os.rename(staging, out_dir)
-            shutil.rmtree(retired) if retired.is_dir() else retired.unlink()
-        else:
-            os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -115,7 +115,8 @@ def format_terms(values: dict) -> str:
 
 def read_metrics(path: Path, missing_ok: bool = False) -> list[dict]:
     """The rows of a ``metrics.csv`` written by :class:`MetricsLog`: dicts with ``stage``,
-    ``split``, ``name`` (str), ``epoch``, ``step`` (int) and ``value`` (float). Rows a crash cut
+    ``split``, ``name`` (str), ``epoch``, ``step`` (int), ``value`` and ``time_s`` (float: seconds
+    since the run's log opened; None in files without the column). Rows a crash cut
     short are skipped. A missing file raises ``FileNotFoundError`` (``missing_ok``: gives []); a
     file without the columns raises ``ValueError``."""
     path = Path(path)
@@ -133,7 +134,8 @@ def read_metrics(path: Path, missing_ok: bool = False) -> list[dict]:
             try:
                 rows.append({"stage": row["stage"], "split": row["split"], "step": int(float(row["step"])),
                              "epoch": int(float(row.get("epoch") or 0)), "name": row["name"],
-                             "value": float(row["value"])})
+                             "value": float(row["value"]),
+                             "time_s": float(row["time_s"]) if row.get("time_s") not in (None, "") else None})
             except (TypeError, ValueError):
                 continue  # a truncated last line of an interrupted run
     return rows

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mate import distributed as mdist
-from mate.atomic import atomic_write_json, atomic_write_text
+from mate.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from mate.memory import track_peak_memory
 from mate.rundir import RunDir, fingerprint, is_cached, mark_done, write_manifest
 
@@ -87,7 +87,6 @@ def synthetic_dataset(root: Path, motions: int, seed: int) -> Path:
     unless the one there already is (``root.done`` holds the key). Generated beside ``root`` and
     renamed into place: never a half-written set."""
     from mate.data import synthetic
-    from mate.text.encoder_base import atomic_export_directory
 
     root = Path(root)
     key = fingerprint({"motions": motions, "seed": seed})
@@ -98,7 +97,7 @@ def synthetic_dataset(root: Path, motions: int, seed: int) -> Path:
         raise RuntimeError(f"rank {mdist.rank()}: rank 0 did not leave a synthetic set in {root} "
                            "(is the run directory on a filesystem every rank sees?)")
     log.info("data: generating %d synthetic motions into %s", motions, root)
-    with atomic_export_directory(root, overwrite=True) as staging:
+    with atomic_directory(root, overwrite=True) as staging:
         synthetic.write_dataset(staging, num_motions=motions, seed=seed)
     mark_done(root, key)
     return root
