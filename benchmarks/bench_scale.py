@@ -18,7 +18,8 @@ index     ``MotionTextDataset(ROOT/data, "train")`` then one full pass of a Data
           motions on disk. The loader reads only .npy headers while indexing and memory-maps a
           motion when an item is loaded, so the peak stays far below the data size.
 train     ``python -m mate.train --data ROOT/data --preset cpu-small --stage0-epochs 1 --epochs 1
-          --max-steps S`` watched from outside: the stage in progress (from RUN/train.log), the
+          --max-steps S`` watched from outside: the stage in progress (from the files the run
+          directory gains as stages finish: ``STAGES``, ``mate.rundir.RunDir`` paths), the
           child's RSS sampled every 0.25 s (``/proc/<pid>/status``), the progress bars (stderr)
           for rates. A full epoch does not fit in ~20 minutes on 2 shared cores, so:
           (a) the full-scale run is stopped after ``--train-budget-s``; the stages it finished
@@ -56,20 +57,34 @@ from common import RESULTS_DIR, environment  # noqa: E402
 HUMANML3D_MOTIONS = 14616
 PY = sys.executable
 
-# Stage order of `python -m mate.train`, and the log line that says each one has finished.
+# Stage order of `python -m mate.train`, and what the run directory (mate.rundir.RunDir) holds
+# once each one has finished: a stage output is complete when its ``.done`` marker exists (written
+# last, atomically), the manifest when the data folder is ready, RUN/encoder/ when the export has
+# been renamed into place, RUN/summary.json at the very end. The run directory has no file for the
+# end of indexing: "startup+index" ends when run.json is written (the dataset folder known, the
+# captions not yet indexed), so the indexing is counted in "subtexts".
 STAGES = [
-    ("startup+index", re.compile(r" INFO data: ")),
-    ("subtexts", re.compile(r" INFO subtexts: (\d+ captions|reusing)")),
-    ("vocabulary", re.compile(r" INFO vocabulary: ")),
-    ("stage0", re.compile(r" INFO stage0: (epoch (\d+)/\2 step|reusing)")),  # the last epoch N/N
-    ("segments", re.compile(r" INFO segments: (\d+ captions|reusing)")),
-    ("stage1", re.compile(r" INFO stage1: (epoch (\d+)/\2 step|reusing)")),
-    ("export", re.compile(r" INFO export: ")),
-    ("finish", re.compile(r" INFO done in ")),
+    ("startup+index", lambda run: run.manifest.is_file()),
+    ("subtexts", lambda run: run.is_done(run.subtexts)),
+    ("vocabulary", lambda run: run.is_done(run.vocab)),
+    ("stage0", lambda run: run.is_done(run.stage_model("stage0"))),
+    ("segments", lambda run: run.is_done(run.segments)),
+    ("stage1", lambda run: run.is_done(run.stage_model("stage1"))),
+    ("export", lambda run: run.encoder.is_dir()),
+    ("finish", lambda run: run.summary.is_file()),
 ]
 # tqdm bars on stderr: "<desc>:  12%|###   | 140/1170 [02:01<14:50, 1.16it/s]"
 BAR = re.compile(r"(stage0 epoch \d+/\d+|stage1 epoch \d+/\d+|segments|indexing \S+ \S+):\s+\d+%\|[^|]*\|\s*"
                  r"(\d+)/(\d+) \[(\d+:)?(\d+):(\d+)<")
+
+
+def stages_finished(run) -> int:
+    """How many of ``STAGES`` the run directory ``run`` (a ``mate.rundir.RunDir``) shows finished,
+    in order: ``STAGES[stages_finished(run)]`` is the stage in progress."""
+    n = 0
+    while n < len(STAGES) and STAGES[n][1](run):
+        n += 1
+    return n
 
 
 def du_bytes(path: Path) -> int:
@@ -202,15 +217,12 @@ def parse_bars(stderr_text: str) -> dict:
 def steady_step_rates(metrics_csv: Path) -> dict:
     """Per training stage, seconds per optimizer step after the first logged step (warm-up and
     first-batch costs excluded), from the time_s column of RUN/metrics.csv (--log-every 1)."""
-    import csv
+    from mate.train.logs import read_metrics
 
-    if not metrics_csv.exists():
-        return {}
     times: dict[str, dict[int, float]] = {}
-    with open(metrics_csv) as f:
-        for row in csv.DictReader(f):
-            if row.get("split") == "train":
-                times.setdefault(row["stage"], {})[int(row["step"])] = float(row["time_s"])
+    for row in read_metrics(metrics_csv, missing_ok=True):
+        if row["split"] == "train" and row["time_s"] is not None:
+            times.setdefault(row["stage"], {})[row["step"]] = row["time_s"]
     out = {}
     for stage, by_step in times.items():
         steps = sorted(by_step)
@@ -234,6 +246,7 @@ def rss_breakdown(pid: int) -> dict | None:
 def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epochs: int = 1) -> dict:
     """Run `python -m mate.train` on ``data`` into ``run`` and watch it (see module docstring)."""
     from mate.memory import rss_of_pid
+    from mate.rundir import RunDir
 
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
@@ -245,7 +258,7 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epo
         cmd += ["--save-every", str(args.save_every)]
     print(f"[bench_scale] train ({label}): {' '.join(cmd)}", flush=True)
     err_path = run.parent / f"{run.name}.stderr.txt"
-    log_path = run / "train.log"
+    run_dir = RunDir(run)
     t0 = time.perf_counter()
     with open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -269,9 +282,9 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epo
         rss, _ = rss_of_pid(proc.pid)
         if rss:
             peak_in_stage = max(peak_in_stage, rss)
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        finished = stages_finished(run_dir)
         now = time.perf_counter()
-        while stage_index < len(STAGES) and STAGES[stage_index][1].search(text):
+        while stage_index < finished:
             cpu = (rusage.ru_utime + rusage.ru_stime) if rusage is not None else cpu_now
             stages.append({"stage": STAGES[stage_index][0], "seconds": round(now - stage_start, 1),
                            "cpu_seconds": round(cpu - stage_cpu, 1), "peak_rss_bytes": peak_in_stage or None,
@@ -313,9 +326,9 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epo
                        "peak_rss_bytes_so_far": peak_in_stage or None, "finished": False}
     cpu_total = (rusage.ru_utime + rusage.ru_stime) if rusage is not None else cpu_now
     summary = None
-    step_rates = steady_step_rates(run / "metrics.csv")
-    if (run / "summary.json").exists():
-        summary = json.loads((run / "summary.json").read_text())
+    step_rates = steady_step_rates(run_dir.metrics_csv)
+    if run_dir.summary.exists():
+        summary = json.loads(run_dir.summary.read_text())
     result = {
         "label": label, "command": cmd, "wall_seconds": round(wall, 1), "returncode": proc.returncode,
         "cpu_seconds": round(cpu_total, 1), "cores_used_on_average": round(cpu_total / wall, 2),
@@ -326,7 +339,8 @@ def watch_training(data: Path, run: Path, args, budget_s: float, label: str, epo
         "summary": summary, "loadavg_1min_samples": [x for x in load_samples if x is not None][:80],
         "rss_timeline": rss_timeline,
         "stderr_tail": stderr_text.replace("\r", "\n").strip().splitlines()[-5:],
-        "log_tail": log_path.read_text(errors="replace").strip().splitlines()[-12:] if log_path.exists() else [],
+        # for the reader only: nothing above is taken from the log
+        "log_tail": run_dir.log.read_text(errors="replace").strip().splitlines()[-12:] if run_dir.log.exists() else [],
     }
     return result
 
@@ -475,8 +489,9 @@ def measured_epoch(full: dict) -> dict | None:
             "cpu_seconds": full["cpu_seconds"], "peak_rss_bytes": full["peak_rss_bytes_lifetime"],
             "stages": stages,
             "note": "one uninterrupted run of python -m mate.train --preset cpu-small --stage0-epochs 1 --epochs 1 "
-                    "on the full synthetic set; stage rows run from the end of the previous stage's log line "
-                    "to the end of this one (stage0 includes building the model and the loaders)"}
+                    "on the full synthetic set; stage rows run from the previous stage's completion in the run "
+                    "directory (its .done marker; run.json for startup+index, so indexing counts in subtexts) "
+                    "to this one's (stage0 includes building the model and the loaders)"}
 
 
 def main(argv=None) -> None:

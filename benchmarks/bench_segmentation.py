@@ -3,8 +3,9 @@
     python benchmarks/bench_segmentation.py                 # writes benchmarks/results/segmentation_<device>.json
     python benchmarks/bench_segmentation.py --clips 16      # quicker
 
-What is timed is the work of ``mate.train.compute_segments`` before its dynamic programs: for each
-clip, E_m of its G(G+1)/2 grid sub-clips, E_t of its captions' sub-texts, and the cost tables.
+What is timed is the work of ``mate.train.pipeline.compute_segments`` (through
+``mate.model.segmentation.segment_captions``) before its dynamic programs: for each clip, E_m of its
+G(G+1)/2 grid sub-clips, E_t of its captions' sub-texts, and the cost tables.
 
 - ``one_motion_at_a_time`` (the baseline, how MATE did it before): per motion, the sub-clips sorted
   by length and encoded in padded chunks of 64 with a padding mask; one text-encoder call per

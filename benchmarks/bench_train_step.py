@@ -1,11 +1,16 @@
 """One MATE training step (all losses, forward + backward + AdamW): eager vs --fused (and
-torch.compile of the whole step), in samples per second.
+torch.compile of the whole loss function), in samples per second.
 
     python benchmarks/bench_train_step.py --preset paper --device cuda     # the issue's target
     python benchmarks/bench_train_step.py --preset cpu-small               # what runs here
 
 Fused = the model's ops at impl="auto": the Triton kernels on CUDA, the torch.compile'd ops on
 CPU. Batches come from a synthetic set generated once into --data (default: a temp folder).
+
+The step is what ``mate.train.trainer.Trainer.step`` does without the gradient clipping and the
+scheduler: ``model.loss(batch)`` (features, then ``mate.model.losses.mate_loss``), backward,
+AdamW. ``--with-compile`` times ``mate.train.trainer.loss_function(model, compile_backend=
+"inductor")``: one torch.compile of features and losses, as ``python -m mate.train --compile``.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from common import environment, write_results
 from mate.data.dataset import MotionTextDataset
 from mate.model.mate_model import MATEConfig, MATEModel
 from mate.text.encoders import build_text_encoder
-from mate.train import PRESETS, Collator, to_device
+from mate.train import PRESETS
+from mate.train.batches import Collator, to_device
+from mate.train.trainer import loss_function
 
 
 def make_batches(data: Path, encoder, batch_size: int, count: int, num_prototypes: int):
@@ -37,14 +44,17 @@ def make_batches(data: Path, encoder, batch_size: int, count: int, num_prototype
     return [collate([dataset[(b * batch_size + i) % n] for i in range(batch_size)]) for b in range(count)]
 
 
-def time_steps(model, batches, device, steps: int, warmup: int, step_fn=None) -> float:
+def time_steps(model, batches, device, steps: int, warmup: int, loss_of=None) -> float:
+    """Median seconds of one step: ``loss_of(batch)`` (default ``model.loss``: features and all
+    losses), backward, AdamW."""
     optimizer = torch.optim.AdamW(model.parameter_groups(1e-5, 1e-4))
     batches = [to_device(b, device) for b in batches]
+    loss_of = model.loss if loss_of is None else loss_of
 
     def step(batch):
-        out = model(batch) if step_fn is None else step_fn(batch)
+        losses = loss_of(batch)
         optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        losses.total.backward()
         optimizer.step()
 
     for i in range(warmup):
@@ -95,8 +105,8 @@ def main(argv=None) -> int:
             print(f"{name}: {seconds * 1e3:.1f} ms/step, {preset['batch_size'] / seconds:.1f} samples/s", flush=True)
             if args.with_compile:  # --compile (eager ops) and --fused --compile
                 label = "compile" if name == "eager" else "fused_compile"
-                compiled_forward = torch.compile(model)
-                seconds = time_steps(model, batches, device, args.steps, args.warmup, step_fn=compiled_forward)
+                compiled_loss = loss_function(model, compile_backend="inductor")  # features + losses, one graph
+                seconds = time_steps(model, batches, device, args.steps, args.warmup, loss_of=compiled_loss)
                 results[label] = {"seconds_per_step": seconds, "samples_per_s": preset["batch_size"] / seconds}
                 print(f"{label}: {seconds * 1e3:.1f} ms/step, {preset['batch_size'] / seconds:.1f} samples/s", flush=True)
     for name in results:
