@@ -15,4 +15,9 @@ Both use only public names of :mod:`mate.ops` (``register_triton_impl``, ``NORM_
 tile widths) through ``mate.kernels._helpers``. The math they implement is in docs/method.md
 ("Fused forms").
 """
-from . import gaussian_attention, prototype_ce  # noqa: F401  (each registers itself with mate.ops)
+if __name__ == "mate.kernels":
+    from . import gaussian_attention, prototype_ce  # noqa: F401  (each registers itself with mate.ops)
+# Else this folder was imported as a top-level ``kernels`` because the repository root is on
+# sys.path (pytest, ``python -m`` from a checkout): transformers probes ``import kernels`` for the
+# unrelated hub-kernels package. Stay inert then: importing the kernel modules a second time under
+# another name would register a second copy of every kernel with mate.ops.

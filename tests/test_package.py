@@ -80,3 +80,21 @@ def test_regular_wheel_install(tmp_path):
     assert Path(info["segment"]).is_relative_to(target)
     assert "cpp" in info["backends"]
     assert not (target / "kernels").exists() and not (target / "segment").exists()
+
+
+def test_the_kernels_folder_imported_top_level_is_inert(tmp_path):
+    """From a checkout's root, ``import kernels`` finds this repository's kernels/ folder
+    (transformers probes it for the unrelated hub-kernels package when it loads a model). It must
+    not run the kernel modules a second time: their registration would replace mate.kernels'."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import kernels; from mate.ops import _common; "
+            "assert kernels.__file__.startswith(sys.argv[1]), kernels.__file__; "
+            "assert not _common._TRITON_IMPLS, _common._TRITON_IMPLS; "
+            "assert not [m for m in sys.modules if m.startswith('kernels.')], sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(root)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
