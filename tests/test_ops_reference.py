@@ -678,6 +678,37 @@ def test_compiled_prototype_ce_and_info_nce_match_reference_without_recompiling(
 
 @pytest.mark.slow
 @needs_compile
+def test_compiled_ops_survive_a_training_loops_call_patterns():
+    """``--fused`` on a CPU: one step calls the compiled prototype CE with a Parameter (L_self's
+    prototypes) and plain tensors (L_sent, L_align: each side with or without autograd), and
+    validation calls them again under no_grad, at every batch size. Each of these patterns is a
+    new dynamo guard; on one code object they ran past the recompile limit, which fullgraph=True
+    makes a hard error (a run crashed in its first stage-1 validation)."""
+    from torch._dynamo.utils import counters
+
+    g = make_gen(77)
+    for step in range(10):
+        n = 5 + step % 3
+        features = torch.randn(n, 8, generator=g, requires_grad=True)
+        prototypes = torch.nn.Parameter(torch.randn(11, 8, generator=g))
+        target = torch.randint(0, 11, (n,), generator=g)
+        other = torch.randn(8, n, generator=g).T if step % 2 else torch.randn(n, 8, generator=g)  # a view, or not
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                losses = [ops.prototype_cross_entropy(features, prototypes, target, impl="compiled"),
+                          ops.info_nce(features, other.detach().requires_grad_(grad), impl="compiled"),
+                          ops.info_nce(other.detach(), features, impl="compiled")]
+            for loss, (args, kwargs) in zip(losses, [((features, prototypes, target), {}),
+                                                     ((features, other), {}), ((other, features), {})]):
+                fn = ops.prototype_cross_entropy if len(args) == 3 else ops.info_nce
+                torch.testing.assert_close(loss, fn(*[a.detach() for a in args], impl="reference"))
+            if grad:
+                sum(losses).backward()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+@pytest.mark.slow
+@needs_compile
 def test_ops_trace_inside_an_outer_fullgraph_compile():
     """A model compiled with fullgraph=True can call the ops with impl="auto" (validation syncs
     and the inner torch.compile are skipped while tracing; any graph break would raise). Backend

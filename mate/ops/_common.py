@@ -147,6 +147,18 @@ def _compile_config():
     return fx_config.patch(use_duck_shape=False)
 
 
+def _guard_signature(args) -> tuple:
+    """What dynamo guards on besides sizes and values, per call: the grad mode and, for each
+    tensor argument, whether it is a Parameter, requires grad, and is contiguous. A training step
+    mixes all of these (L_self's prototypes are a Parameter, L_sent's and L_align's are tensors,
+    validation runs without grad, some inputs are views), and on one code object each combination
+    is a recompile: past ``recompile_limit`` that is a hard error under ``fullgraph=True``. Made
+    part of the :func:`compiled` key, each combination has its own budget and compiles once."""
+    return (("grad", torch.is_grad_enabled()),) + tuple(
+        (isinstance(a, torch.nn.Parameter), a.requires_grad, a.is_contiguous())
+        for a in args if isinstance(a, torch.Tensor))
+
+
 def run_compiled(op: str, fn: Callable, key: tuple, impl_requested: str, *args):
     """Run ``fn`` compiled; under an outer ``torch.compile`` trace, run it eagerly (the outer
     compile fuses it). With ``impl="auto"`` a backend failure (e.g. no C++ compiler) falls back to
@@ -158,7 +170,7 @@ def run_compiled(op: str, fn: Callable, key: tuple, impl_requested: str, *args):
 
     try:
         with _compile_config():
-            return compiled(fn, key)(*args)
+            return compiled(fn, key + _guard_signature(args))(*args)
     except BackendCompilerFailed as err:
         if impl_requested != "auto":
             raise
