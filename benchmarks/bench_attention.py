@@ -50,7 +50,7 @@ import sys
 
 import torch
 
-from common import environment, median_seconds, write_results
+from common import environment, median_seconds, proc_status_kib, write_results
 
 import mate.ops as ops
 
@@ -269,14 +269,6 @@ def floor_ms(fl, dtype, device):
             for ph in ("fwd", "bwd")}
 
 
-def _rss_kib(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise RuntimeError(key)
-
-
 def extra_peak_bytes(scope, impl, s, plan, device):
     for _ in range(2):  # warm-up: compiles, the allocator settles
         for x in grads_of(scope, s):
@@ -293,11 +285,11 @@ def extra_peak_bytes(scope, impl, s, plan, device):
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - base
     else:
-        base = _rss_kib("VmRSS")
+        base = proc_status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the peak resident set to the current one
         forward(scope, impl, s, plan).backward(dout)
-        extra = (_rss_kib("VmHWM") - base) * 1024
+        extra = (proc_status_kib("VmHWM") - base) * 1024
     for x in grads_of(scope, s):
         x.grad = None
     return int(extra)

@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from common import environment, write_results
+from common import environment, proc_status_kib, write_results
 
 import mate.ops as ops
 
@@ -176,14 +176,6 @@ def check(impl, sets):
 # ----------------------------------------------------------------------------- memory
 
 
-def _rss_kib(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise RuntimeError(key)
-
-
 def extra_peak_bytes(impl, sets, device):
     f, p, t = sets[0]
     for _ in range(2):  # warm-up (compiles; allocator settles)
@@ -198,11 +190,11 @@ def extra_peak_bytes(impl, sets, device):
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - base
     else:
-        base = _rss_kib("VmRSS")
+        base = proc_status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the peak resident set (VmHWM) to the current one
         loss_fn(impl, f, p, t).backward()
-        extra = (_rss_kib("VmHWM") - base) * 1024
+        extra = (proc_status_kib("VmHWM") - base) * 1024
     f.grad = p.grad = None
     return int(extra)
 

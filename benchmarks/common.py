@@ -75,3 +75,12 @@ def write_results(name: str, payload: dict) -> Path:
         json.dump(payload, f, indent=2)
         f.write("\n")
     return path
+
+
+def proc_status_kib(key: str) -> int:
+    """A memory line of /proc/self/status in KiB (``VmRSS``: now; ``VmHWM``: the peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key} line")

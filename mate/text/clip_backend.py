@@ -40,13 +40,8 @@ from mate.text.encoder_base import (ChecksumMismatchError, MissingWeightsError, 
                                     sha256_of_file)
 from mate.text.torchvision_compat import import_open_clip
 
-__all__ = [
-    "OpenCLIPTextEncoder",
-    "CLIP_STATE_DICT_FILE",
-    "read_clip_checkpoint",
-    "infer_clip_text_config",
-    "find_cached_clip_weights",
-]
+__all__ = ["OpenCLIPTextEncoder", "CLIP_STATE_DICT_FILE", "read_clip_checkpoint", "infer_clip_text_config",
+           "find_cached_clip_weights"]
 
 # The export's weights file (OpenAI CLIP layout == open_clip CLIP layout).
 CLIP_STATE_DICT_FILE = "clip_state_dict.pt"
