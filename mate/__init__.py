@@ -3,7 +3,9 @@
 Subpackages: ``mate.data`` (datasets, motion features, the synthetic benchmark), ``mate.text``
 (sub-texts, vocabulary, text encoders), ``mate.model`` (the MATE model and losses), ``mate.ops``
 (the hot ops: eager references and fast paths), ``mate.segment`` (optimal temporal segmentation,
-C++/numba), ``mate.kernels`` (Triton kernels), ``mate.train`` (``python -m mate.train``).
+C++/numba), ``mate.kernels`` (Triton kernels), ``mate.train`` (``python -m mate.train`` and
+``mate.train.run``), ``mate.rundir`` (the run directory and its ``run.json``), ``mate.evaluate``,
+``mate.plots`` and ``mate.ablate`` (which read runs). The architecture is in the README.
 """
 __version__ = "0.1.0"
 

@@ -32,8 +32,8 @@ from .logs import MetricsLog, setup_logging
 from .rng import enable_determinism, seed_everything, stage_seed
 from .trainer import train_stage
 
-__all__ = ["run", "synthetic_dataset", "prepare_data", "compute_subtexts", "build_vocab", "compute_segments", "word_samples",
-           "build_model", "caption_words_and_lemmas"]
+__all__ = ["run", "synthetic_dataset", "prepare_data", "compute_subtexts", "build_vocab", "compute_segments",
+           "word_samples", "build_model", "caption_words_and_lemmas"]
 
 log = logging.getLogger("mate.train")
 
