@@ -97,6 +97,11 @@ def _ddp_worker(rank, world, init_file, data, encoder_dir, result_path):
         if rank == 0:
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
             torch.save({"terms": terms, "grads": grads}, result_path)
+        # Tear down while every rank is still here: a gloo group destroyed after its peer has
+        # exited can wait forever in its destructor (seen as a hung test on a loaded machine).
+        del out, ddp
+        model.batch_gather = None
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
