@@ -224,6 +224,29 @@ def test_open_clip_encoder_matches_open_clip_encode_text(tiny_clip_checkpoint):
     assert batch["attention_mask"][2].sum() == eot_index + 1
 
 
+def test_token_features_are_what_the_sentence_feature_pools(tiny_clip_checkpoint, tiny_hf_encoder_dir):
+    """token_features gives the states before pooling: mean-pooling an HF encoder's masked
+    tokens, and projecting CLIP's EOT state, give back forward()'s sentence feature."""
+    hf = build_text_encoder(f"hf:{tiny_hf_encoder_dir}").eval()
+    batch = hf.tokenize(CAPTIONS)
+    tokens, mask = hf.token_features(**batch)
+    assert tokens.dtype == torch.float32 and mask.dtype == torch.bool and tokens.shape[:2] == mask.shape
+    assert torch.equal(mask, batch["attention_mask"].bool())
+    if hf.pooling == "mean":
+        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        torch.testing.assert_close(pooled, hf(**batch), rtol=1e-5, atol=1e-6)
+    clip = make_open_clip(tiny_clip_checkpoint).eval()
+    batch = clip.tokenize(CAPTIONS)
+    tokens, mask = clip.token_features(**batch)
+    eot = batch["input_ids"].argmax(-1)
+    assert torch.equal(mask.sum(1), eot + 1)
+    projection = clip.text_tower.text_projection
+    eot_state = tokens[torch.arange(len(CAPTIONS)), eot]
+    projected = projection(eot_state) if isinstance(projection, torch.nn.Linear) else eot_state @ projection
+    torch.testing.assert_close(projected, clip(**batch), rtol=1e-5, atol=1e-5)
+    assert clip.text_tower.output_tokens is False  # restored
+
+
 def test_hf_clip_tokenizer_and_open_clip_tokenizer_agree(clip_hf_tokenizer, tiny_clip_checkpoint):
     hf_encoder = make_hf_clip_text(clip_hf_tokenizer, with_projection=False)
     clip_encoder = make_open_clip(tiny_clip_checkpoint)

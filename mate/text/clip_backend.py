@@ -352,6 +352,22 @@ class OpenCLIPTextEncoder(TextEncoder):
                              f"fixed), got {list(input_ids.shape)}")
         return self.text_tower(input_ids).float()
 
+    def token_features(self, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final states after ``ln_final`` [B, context_length, width] float32, mask [B, L] bool:
+        the tokens up to and including EOT, the ones the causal EOT state reads)."""
+        if input_ids.dim() != 2 or input_ids.shape[1] != self.context_length:
+            raise ValueError(f"CLIP input_ids must be [B, {self.context_length}], got {list(input_ids.shape)}")
+        before = self.text_tower.output_tokens
+        self.text_tower.output_tokens = True
+        try:
+            _, tokens = self.text_tower(input_ids)
+        finally:
+            self.text_tower.output_tokens = before
+        eot = input_ids.argmax(dim=-1, keepdim=True)
+        mask = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] <= eot
+        return tokens.float(), mask
+
     def word_token_ids(self, words: Sequence[str]) -> list[list[int]]:
         """Each word's BPE ids as inside a sentence (after CLIP's ftfy clean-up and lower-casing;
         the last piece carries the end-of-word mark "</w>"), without start/end tokens."""

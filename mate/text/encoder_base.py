@@ -122,6 +122,14 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def token_features(self, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's last hidden states, before pooling: (features [B, L, W] float32, mask
+        [B, L] bool, True on the tokens a sentence feature may read). What a downstream model that
+        attends over the text's tokens (MMM, TMR) reads, where MoMask/MDM read `forward`'s pooled
+        feature."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose token features")
+
     @property
     def word_embeddings(self) -> nn.Embedding:
         raise NotImplementedError

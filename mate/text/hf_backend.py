@@ -217,6 +217,16 @@ class HFTextEncoder(TextEncoder):
             pooled = self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
         return pooled.float()
 
+    def token_features(self, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last hidden states [B, L, hidden] float32, mask [B, L] bool = the attention mask) of
+        the text model (a CLIP model's text transformer, before its projection)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        body = self.model.text_model if isinstance(self.model, transformers.CLIPModel) else self.model
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden.float(), attention_mask.bool()
+
     def word_token_ids(self, words: Sequence[str]) -> list[list[int]]:
         """Each word's token ids as inside a sentence, without special tokens; a word split into
         several pieces keeps all of them. Raises ValueError for a word that yields no token."""
