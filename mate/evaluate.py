@@ -72,6 +72,7 @@ from mate.atomic import atomic_write_json, atomic_write_text
 from mate.distributed import resolve_device
 from mate.reporting import format_value as _fmt, markdown_table as _table
 from mate.rundir import RunDirectoryError, check_run_dir, data_root as resolve_data_root, load_stage_model, read_manifest
+from mate.plug_and_play import PROBE_KINDS, ProbeConfig
 from mate.text.antonyms import ANTONYM_GROUPS, ANTONYM_WORD_PAIRS, antonym_swaps, word_embedding_vectors
 
 log = logging.getLogger("mate.evaluate")
@@ -592,24 +593,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder (default: the run's, from RUN_DIR/run.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (mate.plots)")
+    g = p.add_argument_group("plug-and-play protocol (mate.plug_and_play)")
+    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="co-trained",
+                   help="co-trained: score the run's own heads (default); plug-and-play: freeze each encoder and "
+                        "train fresh downstream probes on it (the paper's protocol); both")
+    g.add_argument("--probe-data", type=Path, default=None,
+                   help="dataset the probes train and are scored on (default: the run's; a larger synthetic set "
+                        "gives a test split big enough to decide)")
+    g.add_argument("--seeds", type=int, default=5, help="probe seeds per encoder (default 5)")
+    g.add_argument("--probe-epochs", type=int, default=ProbeConfig.epochs,
+                   help=f"probe training epochs (default {ProbeConfig.epochs})")
+    g.add_argument("--probes", default=",".join(PROBE_KINDS), help="pooled, tokens or both (default: both)")
+    g.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                   help="another frozen encoder: an exported encoder folder or a run directory (repeatable)")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
-    try:
-        resolve_device(args.device)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,
-                               progress=not args.no_progress)
-    except RunDirectoryError as e:
-        raise SystemExit(f"error: {e}") from None
-    out = args.run_dir / "eval"
+def _probe_config(args) -> ProbeConfig:
+    probes = tuple(p.strip() for p in args.probes.split(",") if p.strip())
+    return ProbeConfig(seeds=tuple(range(args.seeds)), probes=probes, epochs=args.probe_epochs)
+
+
+def _compare_paths(specs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--compare {spec!r}: expected NAME=PATH")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _print_co_trained(results: dict, out: Path) -> None:
     ret = results["retrieval"]
     for v in ret:
         a = ret[v]["all"]["t2m"]
@@ -620,6 +635,49 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"segmentation boundary error: DP {_fmt(seg['dp'], 3)} s, uniform {_fmt(seg['uniform'], 3)} s "
               f"({seg['num_captions']} captions)")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {results['meta']['seconds']:.1f} s")
+
+
+def _print_plug_and_play(results: dict, out: Path) -> None:
+    c = results["counts"]
+    print(f"plug-and-play: {c['antonym_tests']} antonym swaps on {c['antonym_test_motions']} test motions, "
+          f"{len(results['config']['seeds'])} seeds")
+    for name, per_probe in results["encoders"].items():
+        print(f"{name:9s} " + "   ".join(f"{p}: antonym {m['antonym_accuracy']['mean']:.1f}% "
+                                         f"[{m['antonym_accuracy']['low']:.1f}, {m['antonym_accuracy']['high']:.1f}] "
+                                         f"t2m R@1 {m['t2m_R@1']['mean']:.1f}"
+                                         for p, m in per_probe.items() if "antonym_accuracy" in m))
+    print(f"wrote {out / 'plug_and_play.json'} and {out / 'plug_and_play.md'} in {results['seconds']:.1f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """``python -m mate.evaluate``: returns the co-trained metrics (when run) with the
+    plug-and-play results under ``"plug_and_play"`` (when run)."""
+    from mate import plug_and_play
+
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
+    try:
+        resolve_device(args.device)
+        probe_config = _probe_config(args)
+        compare = _compare_paths(args.compare)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    out = args.run_dir / "eval"
+    results: dict = {}
+    try:
+        if args.protocol in ("co-trained", "both"):
+            results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,
+                                   progress=not args.no_progress)
+            _print_co_trained(results, out)
+        if args.protocol in ("plug-and-play", "both"):
+            results["plug_and_play"] = plug_and_play.evaluate_run(
+                args.run_dir, args.probe_data or args.data, probe_config, split=args.split, extra=compare,
+                progress=not args.no_progress)
+            _print_plug_and_play(results["plug_and_play"], out)
+    except (RunDirectoryError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     if not args.no_figures:
         from mate.plots import render_run_figures
 

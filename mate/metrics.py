@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = [
+    "bootstrap_mean_interval",
     "RECALL_KS",
     "cosine_similarity_matrix",
     "euclidean_distance_matrix",
@@ -363,3 +364,28 @@ def mean_boundary_error(pairs: Iterable[tuple[Sequence[int], Sequence[int]]], fp
     errors = [boundary_errors(p, t, fps) for p, t in pairs]
     flat = np.concatenate(errors) if errors else np.zeros(0)
     return float(flat.mean()) if flat.size else None
+
+
+# ----------------------------------------------------------------------------------- intervals
+def bootstrap_mean_interval(values, groups, num_resamples: int = 1000, seed=0,
+                            level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-item ``values`` [N] and its ``level`` interval from a
+    percentile bootstrap that resamples whole ``groups`` [N] (e.g. test motions: the items of one
+    motion are not independent) with replacement. Each resample's statistic is the mean over
+    the items of the drawn groups, counted as often as their group is drawn."""
+    values = _array(values, "values", 1)
+    groups = np.asarray(groups)
+    if groups.shape != values.shape:
+        raise ValueError(f"groups has shape {groups.shape}, values {values.shape}")
+    if values.size == 0:
+        raise ValueError("no values")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    _, index = np.unique(groups, return_inverse=True)
+    sums = np.bincount(index, weights=values)
+    counts = np.bincount(index).astype(np.float64)
+    draws = _rng(seed).integers(0, sums.size, size=(int(num_resamples), sums.size))
+    stats = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(stats, [tail, 100.0 - tail])
+    return float(values.mean()), float(low), float(high)

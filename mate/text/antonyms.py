@@ -4,7 +4,8 @@ built from them, and the word-embedding rows WE(w) that MATE fine-tunes.
 * :data:`ANTONYM_GROUPS` -- the word pairs an antonym swap tests, with every spelling matched;
 * :data:`ANTONYM_WORD_PAIRS` -- one spelling per word of each group (the rows a report follows);
 * :data:`FIGURE_WORD_PAIRS` -- those plus pairs shown in figures only (raise/lower, sit/stand);
-* :func:`antonym_swaps` -- every swap test of a caption;
+* :data:`SYNONYM_GROUPS` -- synonym pairs, the control of the antonym test;
+* :func:`word_swaps` / :func:`antonym_swaps` / :func:`synonym_swaps` -- every swap test of a caption;
 * :func:`word_embedding_vectors` -- WE(w) of words, as MATE reads a word.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ANTONYM_GROUPS", "ANTONYM_WORD_PAIRS", "FIGURE_WORD_PAIRS", "AntonymSwap", "antonym_swaps",
-           "word_embedding_vectors"]
+__all__ = ["ANTONYM_GROUPS", "SYNONYM_GROUPS", "ANTONYM_WORD_PAIRS", "FIGURE_WORD_PAIRS", "WordSwap", "AntonymSwap",
+           "word_swaps", "antonym_swaps", "synonym_swaps", "word_embedding_vectors"]
 
 #: Word pair -> {word as written: its antonym}. Matching is case-insensitive on whole words
 #: (a hyphen separates words: "left-hand" -> "right-hand"); multi-word and hyphenated spellings
@@ -34,20 +35,46 @@ ANTONYM_GROUPS: dict[str, dict[str, str]] = {
     "up/down": {"up": "down", "down": "up"},
     "upstairs/downstairs": {"upstairs": "downstairs", "downstairs": "upstairs"},
 }
-_WORD_TO_PAIR = {w: pair for pair, words in ANTONYM_GROUPS.items() for w in words}
-_ALTERNATIVES = sorted(_WORD_TO_PAIR, key=len, reverse=True)  # longest first: "counter-clockwise" before "clockwise"
-_ANTONYM_RE = re.compile(
-    r"(?<![^\W_])(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in _ALTERNATIVES) + r")(?![^\W_])",
-    re.IGNORECASE)
+
+#: Word pair -> {word as written: its synonym}: the control of the antonym test (swapping a word
+#: for a synonym should barely move a score; swapping it for its antonym should).
+SYNONYM_GROUPS: dict[str, dict[str, str]] = {
+    "quickly/rapidly": {"quickly": "rapidly", "rapidly": "quickly"},
+    "counterclockwise/anticlockwise": {"counterclockwise": "anticlockwise", "counter-clockwise": "anticlockwise",
+                                       "counter clockwise": "anticlockwise", "anticlockwise": "counterclockwise",
+                                       "anti-clockwise": "counterclockwise", "anti clockwise": "counterclockwise"},
+    "forward/forwards": {"forward": "forwards", "forwards": "forward"},
+    "backward/backwards": {"backward": "backwards", "backwards": "backward"},
+}
 _COORDINATORS = r"(?:and|or|to|&|/)"
 # "right" as an intensifier ("right after", "right away"): no direction to swap.
 _RIGHT_INTENSIFIED = {"after", "before", "away", "now", "then", "there", "here", "when", "as", "until", "behind"}
 
 
+def _alternation(words) -> str:
+    """A regex alternation of ``words``, longest first ("counter-clockwise" before "clockwise"),
+    a space matching any run of white space."""
+    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
+
+
+_MATCHERS: dict[int, tuple[dict, dict, re.Pattern]] = {}
+
+
+def _matcher(groups: dict[str, dict[str, str]]) -> tuple[dict, re.Pattern]:
+    """(word -> group name, a regex of every word) for ``groups``, built once per groups dict."""
+    entry = _MATCHERS.get(id(groups))
+    if entry is None or entry[0] is not groups:
+        word_to_pair = {w: pair for pair, words in groups.items() for w in words}
+        pattern = re.compile(r"(?<![^\W_])(" + _alternation(word_to_pair) + r")(?![^\W_])", re.IGNORECASE)
+        entry = _MATCHERS[id(groups)] = (groups, word_to_pair, pattern)
+    return entry[1], entry[2]
+
+
 @dataclass(frozen=True)
-class AntonymSwap:
-    """One antonym test: ``caption[start:end]`` is ``word`` (of ``pair``); ``swapped`` is the
-    caption with that occurrence replaced by ``antonym`` (case kept)."""
+class WordSwap:
+    """One swap test: ``caption[start:end]`` is ``word`` (of ``pair``); ``swapped`` is the
+    caption with that occurrence replaced by ``antonym`` (its antonym, or its synonym for a
+    synonym swap; case kept)."""
 
     pair: str
     word: str
@@ -55,6 +82,9 @@ class AntonymSwap:
     start: int
     end: int
     swapped: str
+
+
+AntonymSwap = WordSwap
 
 
 def _match_case(antonym: str, written: str) -> str:
@@ -69,19 +99,21 @@ def _canonical(word: str) -> str:
     return re.sub(r"\s+", " ", word.lower())
 
 
-def antonym_swaps(caption: str) -> list[AntonymSwap]:
-    """Every antonym test of ``caption``: one per occurrence of a word of :data:`ANTONYM_GROUPS`,
-    in text order. Skipped: an occurrence joined to a word of its own pair by "and"/"or"/"to"
-    ("up and down", "from left to right": the swap is a paraphrase), and "right" followed by
-    after/before/away/now/... (an intensifier)."""
+def word_swaps(caption: str, groups: dict[str, dict[str, str]]) -> list[WordSwap]:
+    """Every swap test of ``caption`` for ``groups`` (:data:`ANTONYM_GROUPS` or
+    :data:`SYNONYM_GROUPS`): one per occurrence of a word of a group, in text order. Skipped: an
+    occurrence joined to a word of its own group by "and"/"or"/"to" ("up and down", "from left to
+    right": the swap is a paraphrase), and "right" followed by after/before/away/now/... (an
+    intensifier)."""
     if not isinstance(caption, str):
         raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    word_to_pair, pattern = _matcher(groups)
     out = []
-    for m in _ANTONYM_RE.finditer(caption):
+    for m in pattern.finditer(caption):
         written = m.group(1)
         word = _canonical(written)
-        pair = _WORD_TO_PAIR[word]
-        group = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(ANTONYM_GROUPS[pair], key=len, reverse=True))
+        pair = word_to_pair[word]
+        group = _alternation(groups[pair])
         after, before = caption[m.end():], caption[:m.start()]
         if re.match(rf"\s*{_COORDINATORS}\s*(?:{group})(?![^\W_])", after, re.IGNORECASE) or \
                 re.search(rf"(?<![^\W_])(?:{group})\s*{_COORDINATORS}\s*$", before, re.IGNORECASE):
@@ -90,10 +122,20 @@ def antonym_swaps(caption: str) -> list[AntonymSwap]:
             nxt = re.match(r"\s+([^\W_]+)", after)
             if nxt and nxt.group(1).lower() in _RIGHT_INTENSIFIED:
                 continue
-        antonym = ANTONYM_GROUPS[pair][word]
+        antonym = groups[pair][word]
         swapped = caption[:m.start()] + _match_case(antonym, written) + caption[m.end():]
-        out.append(AntonymSwap(pair, word, antonym, m.start(), m.end(), swapped))
+        out.append(WordSwap(pair, word, antonym, m.start(), m.end(), swapped))
     return out
+
+
+def antonym_swaps(caption: str) -> list[WordSwap]:
+    """Every antonym test of ``caption`` (:func:`word_swaps` with :data:`ANTONYM_GROUPS`)."""
+    return word_swaps(caption, ANTONYM_GROUPS)
+
+
+def synonym_swaps(caption: str) -> list[WordSwap]:
+    """Every synonym-swap control of ``caption`` (:func:`word_swaps` with :data:`SYNONYM_GROUPS`)."""
+    return word_swaps(caption, SYNONYM_GROUPS)
 
 
 #: One spelling per word of each :data:`ANTONYM_GROUPS` pair, in the same order.
