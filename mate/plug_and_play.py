@@ -8,7 +8,8 @@ those heads were fitted to; a fresh model does not.
 For every frozen encoder (the original; the run's stage-0 table; MATE; any exported encoder or
 run directory named by the user) and every seed, the same retrieval model is trained on the
 dataset's training split from an identical initialisation and identical batch order, then scored
-on the test split. The motion side is a fresh motion encoder, the same for every text encoder;
+on the test split. The motion side is a fresh motion encoder (an MLP over a fixed summary of the
+clip's features), the same for every text encoder;
 the text side is one of two probes, how text-to-motion models read text:
 
 * ``pooled``: the encoder's pooled sentence feature -> MLP (MoMask, MDM, T2M-GPT);
@@ -58,12 +59,13 @@ class ProbeConfig:
     probes: tuple[str, ...] = PROBE_KINDS
     dim: int = 256                # the joint space
     hidden: int = 256
+    token_hidden: int = 128       # the width of the token probe's transformer layer
     epochs: int = 30              # over the training clips, one caption of each per epoch
     batch_size: int = 128         # distinct clips per batch
     lr: float = 1e-3
     weight_decay: float = 0.01
     tau: float = 0.07
-    frame_stride: int = 2         # the motion probe reads every 2nd frame
+    time_chunks: int = 4          # the motion descriptor: mean features of this many time chunks, + std
     text_batch: int = 256         # captions per frozen-encoder call
     bootstrap: int = 1000
     retrieval_batch: int = 32
@@ -74,7 +76,7 @@ class ProbeConfig:
         unknown = [p for p in self.probes if p not in PROBE_KINDS]
         if unknown or not self.probes:
             raise ValueError(f"probes must be a non-empty subset of {PROBE_KINDS}, got {self.probes}")
-        for name in ("dim", "hidden", "epochs", "batch_size", "frame_stride", "text_batch", "bootstrap",
+        for name in ("dim", "hidden", "token_hidden", "epochs", "batch_size", "time_chunks", "text_batch", "bootstrap",
                      "retrieval_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -87,23 +89,32 @@ class ProbeConfig:
 @dataclass
 class ProbeSplit:
     """One split for the probes: captions [N]; ``clip_of`` int64 [N]; per distinct clip its
-    ``motion_id`` and its motion ``motions`` [C, T', F] float32 (normalised, every
-    ``frame_stride``-th frame, zero-padded) with ``lengths`` [C] int64."""
+    ``motion_id`` and its descriptor ``motions`` [C, F * (chunks + 1)] float32
+    (:func:`motion_descriptor` of the normalised features)."""
 
     captions: list[str]
     clip_of: np.ndarray
     motion_ids: list[str]
     motions: torch.Tensor
-    lengths: torch.Tensor
 
     @property
     def motion_of_caption(self) -> np.ndarray:
         return np.asarray(self.motion_ids, dtype=object)[self.clip_of]
 
 
-def load_split(data_root: str | Path, split: str, frame_stride: int = 2) -> ProbeSplit:
+def motion_descriptor(motion: torch.Tensor, chunks: int = 4) -> torch.Tensor:
+    """A fixed summary of a clip [T, F] (normalised features) -> [F * (chunks + 1)]: the mean of
+    each of ``chunks`` equal spans of time (what moved, which way, in which order) and the
+    standard deviation over the clip (how much, how fast). The motion probe learns on top of it:
+    cheap, and the same for every text encoder."""
+    spans = torch.tensor_split(motion, min(chunks, motion.shape[0]))
+    means = [span.mean(0) for span in spans] + [spans[-1].mean(0)] * (chunks - len(spans))
+    return torch.cat(means + [motion.std(0, unbiased=False)])
+
+
+def load_split(data_root: str | Path, split: str, chunks: int = 4) -> ProbeSplit:
     """The captions and distinct clips of ``split`` (windows cropped deterministically from the
-    start, as evaluation does)."""
+    start, as evaluation does), each clip summarised by :func:`motion_descriptor`."""
     from mate.data.dataset import MotionTextDataset
 
     dataset = MotionTextDataset(data_root, split, crop="start")
@@ -117,13 +128,9 @@ def load_split(data_root: str | Path, split: str, frame_stride: int = 2) -> Prob
             clips[key] = len(first)
             first.append(i)
         clip_of.append(clips[key])
-    frames = [dataset[i]["motion"][::frame_stride] for i in first]
-    lengths = torch.tensor([f.shape[0] for f in frames], dtype=torch.int64)
-    motions = torch.zeros(len(frames), int(lengths.max()), frames[0].shape[-1])
-    for c, f in enumerate(frames):
-        motions[c, :f.shape[0]] = f
+    motions = torch.stack([motion_descriptor(dataset[i]["motion"], chunks) for i in first])
     return ProbeSplit([r.caption.text for r in dataset.records], np.asarray(clip_of, dtype=np.int64),
-                      [dataset.records[i].motion_id for i in first], motions, lengths)
+                      [dataset.records[i].motion_id for i in first], motions)
 
 
 @torch.no_grad()
@@ -134,11 +141,13 @@ def encode_texts(encoder, texts: Sequence[str], batch: int = 256, tokens: bool =
     pooled, toks, masks = [], [], []
     for s in range(0, len(texts), batch):
         ids = encoder.tokenize(list(texts[s:s + batch]))
-        pooled.append(encoder(ids["input_ids"], ids["attention_mask"]).float())
         if tokens:
-            t, m = encoder.token_features(ids["input_ids"], ids["attention_mask"])
+            p, t, m = encoder.sentence_and_token_features(ids["input_ids"], ids["attention_mask"])
             toks.append(t.float())
             masks.append(m)
+        else:
+            p = encoder(ids["input_ids"], ids["attention_mask"])
+        pooled.append(p.float())
     out = {"pooled": torch.cat(pooled)}
     if tokens:
         width = max(t.shape[1] for t in toks)
@@ -154,19 +163,15 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MotionProbe(nn.Module):
-    """Motion [B, T, F], lengths [B] -> [B, dim]: a per-frame MLP, then the masked mean and max
-    over time. Cheap, and the same for every text encoder."""
+    """Motion descriptors [B, F * (chunks + 1)] (:func:`motion_descriptor`) -> [B, dim]: an MLP.
+    The same for every text encoder."""
 
-    def __init__(self, feature_dim: int, hidden: int, dim: int):
+    def __init__(self, width: int, hidden: int, dim: int):
         super().__init__()
-        self.frame = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
-        self.out = nn.Linear(2 * hidden, dim)
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = torch.arange(motion.shape[1])[None, :] < lengths[:, None]
-        h = self.frame(motion)
-        peak = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
-        return self.out(torch.cat([_masked_mean(h, mask), peak], dim=-1))
+    def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
+        return self.net(descriptors)
 
 
 class PooledTextProbe(nn.Module):
@@ -199,12 +204,17 @@ class TokenTextProbe(nn.Module):
 def _text_probe(kind: str, feats: dict, config: ProbeConfig) -> nn.Module:
     if kind == "pooled":
         return PooledTextProbe(feats["pooled"].shape[1], config.hidden, config.dim)
-    return TokenTextProbe(feats["tokens"].shape[2], config.hidden, config.dim)
+    return TokenTextProbe(feats["tokens"].shape[2], config.token_hidden, config.dim)
 
 
 def _text_inputs(feats: dict, rows) -> tuple:
-    return (feats["pooled"][rows], feats["tokens"][rows] if "tokens" in feats else None,
-            feats["mask"][rows] if "mask" in feats else None)
+    """(pooled, tokens, mask) of ``rows``; the tokens cut to the longest text among them (the
+    padding is masked out anyway: cutting it only saves time)."""
+    if "tokens" not in feats:
+        return feats["pooled"][rows], None, None
+    mask = feats["mask"][rows]
+    width = max(1, int(mask.sum(1).max()))
+    return feats["pooled"][rows], feats["tokens"][rows][:, :width], mask[:, :width]
 
 
 def train_probe(kind: str, feats: dict, train: ProbeSplit, config: ProbeConfig, seed: int) -> tuple[nn.Module, nn.Module]:
@@ -229,7 +239,7 @@ def train_probe(kind: str, feats: dict, train: ProbeSplit, config: ProbeConfig, 
                 continue
             rows = np.array([rng.choice(captions_of[c]) for c in clips])
             t = text_probe(*_text_inputs(feats, torch.from_numpy(rows)))
-            m = motion_probe(train.motions[clips], train.lengths[clips])
+            m = motion_probe(train.motions[clips])
             logits = F.normalize(t, dim=-1) @ F.normalize(m, dim=-1).T / config.tau
             target = torch.arange(clips.size)
             loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -269,7 +279,7 @@ def score_probe(text_probe: nn.Module, motion_probe: nn.Module, feats: dict, tes
     ``antonym_margin`` / ``synonym_margin`` [tests] (cos(true caption, its clip) - cos(swapped,
     clip)), and ``batched`` (retrieval in random batches of ``config.retrieval_batch`` clips)."""
     t = F.normalize(text_probe(*_text_inputs(feats, slice(None))), dim=-1).double().numpy()
-    m = F.normalize(motion_probe(test.motions, test.lengths), dim=-1).double().numpy()
+    m = F.normalize(motion_probe(test.motions), dim=-1).double().numpy()
     n = len(test.captions)
     sim = t[:n] @ m.T
     positives = np.zeros(sim.shape, dtype=bool)
@@ -365,8 +375,8 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
     if reference not in encoders:
         raise ValueError(f"reference {reference!r} is not one of the encoders {list(encoders)}")
     started = time.time()
-    train = load_split(data_root, "train", config.frame_stride)
-    test = load_split(data_root, split, config.frame_stride)
+    train = load_split(data_root, "train", config.time_chunks)
+    test = load_split(data_root, split, config.time_chunks)
     tests = TestTexts.build(test.captions)
     counts = {"train_captions": len(train.captions), "train_clips": len(train.motion_ids),
               "test_captions": len(test.captions), "test_clips": len(test.motion_ids),

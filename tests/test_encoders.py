@@ -235,6 +235,11 @@ def test_token_features_are_what_the_sentence_feature_pools(tiny_clip_checkpoint
     if hf.pooling == "mean":
         pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         torch.testing.assert_close(pooled, hf(**batch), rtol=1e-5, atol=1e-6)
+    for encoder in (hf, make_open_clip(tiny_clip_checkpoint).eval()):   # one pass or two, the same features
+        batch = encoder.tokenize(CAPTIONS)
+        pooled, tokens_once, mask_once = encoder.sentence_and_token_features(**batch)
+        torch.testing.assert_close(pooled, encoder(**batch), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(tokens_once, encoder.token_features(**batch)[0])
     clip = make_open_clip(tiny_clip_checkpoint).eval()
     batch = clip.tokenize(CAPTIONS)
     tokens, mask = clip.token_features(**batch)

@@ -12,7 +12,7 @@ from mate import metrics as M
 from mate import plug_and_play as P
 from mate.text.encoders import build_text_encoder
 
-TINY = P.ProbeConfig(seeds=(0, 1), epochs=2, batch_size=8, dim=16, hidden=16, bootstrap=200)
+TINY = P.ProbeConfig(seeds=(0, 1), epochs=2, batch_size=8, dim=16, hidden=16, token_hidden=16, bootstrap=200)
 
 
 # ------------------------------------------------------------------------------------ bootstrap
@@ -52,14 +52,19 @@ def test_probe_config_validates():
 
 
 def test_test_texts_hold_every_swap(tiny_synthetic_dataset):
-    split = P.load_split(tiny_synthetic_dataset, "train", frame_stride=2)
+    split = P.load_split(tiny_synthetic_dataset, "train", chunks=4)
     tests = P.TestTexts.build(split.captions)
     assert tests.texts[:len(split.captions)] == split.captions
     assert tests.antonym, "the synthetic captions have antonym words"
     for row, swapped, pair in tests.antonym + tests.synonym:
         assert row < len(split.captions) <= swapped and tests.texts[swapped] != split.captions[row]
-    assert split.motions.shape[0] == len(split.motion_ids) == split.lengths.shape[0]
-    assert int(split.lengths.max()) == split.motions.shape[1] and split.motions.dtype == torch.float32
+    assert split.motions.shape == (len(split.motion_ids), 263 * 5) and split.motions.dtype == torch.float32
+    motion = torch.randn(7, 3)
+    descriptor = P.motion_descriptor(motion, chunks=4)   # 7 frames -> spans of 2, 2, 2, 1
+    torch.testing.assert_close(descriptor[:3], motion[:2].mean(0))
+    torch.testing.assert_close(descriptor[9:12], motion[6:].mean(0))
+    torch.testing.assert_close(descriptor[12:], motion.std(0, unbiased=False))
+    assert P.motion_descriptor(torch.randn(2, 3), chunks=4).shape == (15,)   # fewer frames than chunks
 
 
 def test_identical_encoders_get_identical_probes_and_a_zero_difference(tiny_synthetic_dataset, tiny_hf_encoder_dir):

@@ -130,6 +130,12 @@ class TextEncoder(nn.Module):
         feature."""
         raise NotImplementedError(f"{type(self).__name__} does not expose token features")
 
+    def sentence_and_token_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(``forward``'s sentence features, then ``token_features``' two outputs), in one pass of
+        the network where the backend can (a mean-pooling encoder pools its own token features)."""
+        return (self(input_ids, attention_mask), *self.token_features(input_ids, attention_mask))
+
     @property
     def word_embeddings(self) -> nn.Embedding:
         raise NotImplementedError

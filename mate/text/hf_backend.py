@@ -227,6 +227,16 @@ class HFTextEncoder(TextEncoder):
         hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return hidden.float(), attention_mask.bool()
 
+    def sentence_and_token_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass for a mean-pooling encoder (its sentence feature is the masked mean of its
+        token features); two otherwise."""
+        if self.pooling != "mean":
+            return super().sentence_and_token_features(input_ids, attention_mask)
+        tokens, mask = self.token_features(input_ids, attention_mask)
+        weights = mask.unsqueeze(-1).to(tokens.dtype)
+        return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0), tokens, mask
+
     def word_token_ids(self, words: Sequence[str]) -> list[list[int]]:
         """Each word's token ids as inside a sentence, without special tokens; a word split into
         several pieces keeps all of them. Raises ValueError for a word that yields no token."""
