@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 from mate.atomic import atomic_write_text
 from mate.reporting import format_value
-from mate.rundir import RunDir, fingerprint
+from mate.rundir import RunDir, fingerprint, load_stage_model
 from mate.text.antonyms import ANTONYM_WORD_PAIRS
 from mate.train import PRESETS, TrainConfig
 from mate.train import run as run_training
@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every variant's stage 0 itself instead of sharing the first variant's")
     p.add_argument("--force", action="store_true",
                    help="re-run finished variants (mate.train still reuses its cached stages) and re-evaluate them")
+    g = p.add_argument_group("plug-and-play protocol (mate.plug_and_play)")
+    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="co-trained",
+                   help="co-trained: each variant scored through its own heads (the tables above; default); "
+                        "plug-and-play: every variant's frozen stage-1 encoder, the original and the shared "
+                        "stage-0 table through fresh downstream probes, in one comparison; both")
+    g.add_argument("--probe-data", type=Path, default=None,
+                   help="dataset of the probes (default: the variants' dataset)")
+    g.add_argument("--seeds", type=int, default=None, help="probe seeds (default 5; 2 with --quick)")
+    g.add_argument("--probe-epochs", type=int, default=None, help="probe epochs (default 30; 2 with --quick)")
     return p
 
 
@@ -417,6 +426,41 @@ def run_ablation(args: argparse.Namespace, evaluate_fn: Callable | None = None) 
     failed = [n for n, r in results.items() if r.get("status") != "done"]
     _say(f"{len(variants)} variant(s) in {time.time() - total:.0f} s"
          + (f"; FAILED: {', '.join(failed)}" if failed else "") + f": {md}, {js}")
+    if args.protocol in ("plug-and-play", "both"):
+        done = [v.name for v in VARIANTS if results.get(v.name, {}).get("status") == "done"]
+        if done:
+            results["plug_and_play"] = plug_and_play_table(out, done, args.probe_data or data_dir,
+                                                           _probe_config(args), args.eval_split)
+    return results
+
+
+def _probe_config(args: argparse.Namespace):
+    from mate.plug_and_play import ProbeConfig
+
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    epochs = args.probe_epochs if args.probe_epochs is not None else (2 if args.quick else ProbeConfig.epochs)
+    return ProbeConfig(seeds=tuple(range(seeds)), epochs=epochs)
+
+
+def plug_and_play_table(out: Path, variants: Sequence[str], probe_data: Path, config, split: str = "test") -> dict:
+    """One plug-and-play comparison (:mod:`mate.plug_and_play`) of the original encoder, the
+    shared stage-0 table (from the first variant) and every variant's stage-1 encoder; written to
+    ``DIR/ablation_plug_and_play.json`` and ``.md``."""
+    from mate import plug_and_play
+
+    first = out / variants[0]
+    encoders = plug_and_play.encoders_of_run(first)
+    encoders.pop("mate", None)
+    for name in variants:
+        encoders[name] = (lambda run=out / name: load_stage_model(run, 1).text_encoder)
+    _say(f"plug-and-play: {len(encoders)} frozen encoders through fresh probes on {probe_data}")
+    results = plug_and_play.compare_encoders(encoders, probe_data, config, split=split)
+    atomic_write_text(out / "ablation_plug_and_play.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "ablation_plug_and_play.md", "\n".join(
+        ["# MATE ablations under the plug-and-play protocol", "",
+         "`baseline` is the shared stage 0; every other row but `original` is a variant's stage 1.", ""]
+        + plug_and_play.report_lines(results)))
+    _say(f"plug-and-play: {out / 'ablation_plug_and_play.md'} in {results['seconds']:.0f} s")
     return results
 
 

@@ -143,3 +143,10 @@ def test_quick_run_of_two_variants_shares_stage0(tiny_synthetic_dataset, tiny_hf
     again = ablate.run_ablation(ablate.build_parser().parse_args(argv), evaluate_fn=evaluate_fn)
     assert again["mate"]["train_seconds"] == results["mate"]["train_seconds"]
     assert capsys.readouterr().err.count("finished earlier, skipped") == 2
+
+    # The same variants under the plug-and-play protocol: one comparison of every frozen encoder.
+    argv_pnp = argv + ["--protocol", "plug-and-play", "--eval-split", "train"]
+    pnp = ablate.run_ablation(ablate.build_parser().parse_args(argv_pnp), evaluate_fn=evaluate_fn)["plug_and_play"]
+    assert list(pnp["encoders"]) == ["original", "baseline", "mate", "prior_binary"]
+    assert pnp["config"]["seeds"] == [0, 1] and set(pnp["paired"]) == {"baseline", "mate", "prior_binary"}
+    assert "plug-and-play" in (out / "ablation_plug_and_play.md").read_text()
