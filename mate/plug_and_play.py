@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mate import metrics as M
-from mate.text.antonyms import ANTONYM_GROUPS, SYNONYM_GROUPS, antonym_swaps, synonym_swaps
+from mate.text.antonyms import antonym_swaps, synonym_swaps
 
 __all__ = ["ProbeConfig", "ProbeSplit", "load_split", "encode_texts", "MotionProbe", "PooledTextProbe",
            "TokenTextProbe", "train_probe", "score_probe", "compare_encoders", "PROBE_KINDS"]
