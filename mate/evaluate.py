@@ -206,7 +206,7 @@ class EvalSet:
 
 
 def build_eval_set(data_root: Path, split: str):
-    from mate.data.dataset import MotionTextDataset
+    from mate.data.dataset import MotionTextDataset, distinct_clips
 
     try:
         dataset = MotionTextDataset(data_root, split, crop="start")
@@ -214,15 +214,8 @@ def build_eval_set(data_root: Path, split: str):
         raise RunDirectoryError(f"{e} (choose another split with --split)") from None
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data_root} has no captions to evaluate")
-    clips: dict[tuple, int] = {}
-    clip_of, clip_item = [], []
-    for i, r in enumerate(dataset.records):
-        key = (r.motion_id, r.start_frame, r.end_frame)
-        if key not in clips:
-            clips[key] = len(clip_item)
-            clip_item.append(i)
-        clip_of.append(clips[key])
-    return EvalSet(dataset, [r.caption.text for r in dataset.records], np.array(clip_of, dtype=np.int64), clip_item)
+    clip_of, clip_item = distinct_clips(dataset.records)
+    return EvalSet(dataset, [r.caption.text for r in dataset.records], clip_of, clip_item)
 
 
 def _bar(iterable, desc: str, progress: bool, total: int | None = None):

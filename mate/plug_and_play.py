@@ -115,21 +115,14 @@ def motion_descriptor(motion: torch.Tensor, chunks: int = 4) -> torch.Tensor:
 def load_split(data_root: str | Path, split: str, chunks: int = 4) -> ProbeSplit:
     """The captions and distinct clips of ``split`` (windows cropped deterministically from the
     start, as evaluation does), each clip summarised by :func:`motion_descriptor`."""
-    from mate.data.dataset import MotionTextDataset
+    from mate.data.dataset import MotionTextDataset, distinct_clips
 
     dataset = MotionTextDataset(data_root, split, crop="start")
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data_root} has no usable caption")
-    clips: dict[tuple, int] = {}
-    clip_of, first = [], []
-    for i, r in enumerate(dataset.records):
-        key = (r.motion_id, r.start_frame, r.end_frame)
-        if key not in clips:
-            clips[key] = len(first)
-            first.append(i)
-        clip_of.append(clips[key])
+    clip_of, first = distinct_clips(dataset.records)
     motions = torch.stack([motion_descriptor(dataset[i]["motion"], chunks) for i in first])
-    return ProbeSplit([r.caption.text for r in dataset.records], np.asarray(clip_of, dtype=np.int64),
+    return ProbeSplit([r.caption.text for r in dataset.records], clip_of,
                       [dataset.records[i].motion_id for i in first], motions)
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "MotionTextRecord",
     "MotionTextDataset",
     "collate_motion_text",
+    "distinct_clips",
     "parse_humanml3d_caption_line",
     "read_humanml3d_text_file",
     "read_tmr_annotations",
@@ -798,6 +799,21 @@ class MotionTextDataset(Dataset):
 # ---------------------------------------------------------------------------------------------
 
 _INT_KEYS = ("caption_index", "start_frame", "end_frame", "clip_start_frame", "clip_end_frame")
+
+
+def distinct_clips(records: Sequence[MotionTextRecord]) -> tuple[np.ndarray, list[int]]:
+    """The distinct clips (motion, start frame, end frame) of ``records``, in order of first
+    appearance: ``clip_of`` int64 [N] (the clip of each record) and ``first`` [C] (the index of
+    each clip's first record). The captions of one clip share its motion window."""
+    index: dict[tuple, int] = {}
+    clip_of, first = [], []
+    for i, r in enumerate(records):
+        key = (r.motion_id, r.start_frame, r.end_frame)
+        if key not in index:
+            index[key] = len(first)
+            first.append(i)
+        clip_of.append(index[key])
+    return np.asarray(clip_of, dtype=np.int64), first
 
 
 def collate_motion_text(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def compute_segments(model, view, subtexts: dict, run: RunDir, device, key: str,
 
     Under torchrun the clips are shared out among the ranks (round robin), each rank segments its
     share, the results are gathered on every rank, and rank 0 writes ``segments.json``."""
+    from mate.data.dataset import distinct_clips
     from mate.model.segmentation import segment_captions
 
     if is_cached(run.segments, key):
@@ -179,15 +180,12 @@ def compute_segments(model, view, subtexts: dict, run: RunDir, device, key: str,
         return json.loads(run.segments.read_text())
     was_training = model.training
     model.to(device).eval()
-    first_of_clip: dict[tuple, int] = {}
-    for i, r in enumerate(view.records):
-        first_of_clip.setdefault((r.motion_id, r.start_frame, r.end_frame), i)
-    mine = set(list(first_of_clip)[mdist.rank()::mdist.world_size()])
-    clip_of = {r.caption.key: (r.motion_id, r.start_frame, r.end_frame) for r in view.records}
-    requests = [(r.caption.key, clip_of[r.caption.key], subtexts[r.caption.key])
-                for r in view.records if clip_of[r.caption.key] in mine]
-    length = {clip: int(view.lengths[i]) for clip, i in first_of_clip.items()}
-    bounds = segment_captions(model, requests, lambda clip: view[first_of_clip[clip]]["motion"].to(device),
+    clip_of, first = distinct_clips(view.records)
+    mine = set(range(len(first))[mdist.rank()::mdist.world_size()])
+    requests = [(r.caption.key, int(clip_of[i]), subtexts[r.caption.key])
+                for i, r in enumerate(view.records) if clip_of[i] in mine]
+    length = [int(view.lengths[i]) for i in first]
+    bounds = segment_captions(model, requests, lambda clip: view[first[clip]]["motion"].to(device),
                               length.__getitem__, view.fps, clips_per_batch, progress=mdist.is_main_process())
     local, merged, segmented = {}, 0, 0
     for key_i, clip, parts in requests:
@@ -240,11 +238,10 @@ class _Stages:
     """What the stages of one run share: the configuration, the run directory, the process
     group, the metrics log, the per-stage memory record, and the common part of the cache keys."""
 
-    def __init__(self, config: TrainConfig, env: mdist.DistEnv, run: RunDir):
+    def __init__(self, config: TrainConfig, env: mdist.DistEnv, run: RunDir, metrics: MetricsLog, common_key: dict):
         self.config, self.env, self.run, self.device = config, env, run, env.device
+        self.metrics, self.common_key = metrics, common_key
         self.memory: dict[str, dict] = {}
-        self.metrics: MetricsLog | None = None
-        self.common_key: dict = {}
 
     @contextlib.contextmanager
     def measured(self, stage: str):
@@ -332,14 +329,13 @@ def _run(config: TrainConfig, env: mdist.DistEnv, argv: Sequence[str] | None) ->
                          f"(>= {train_set.max_frames} frames) for the standard length filter")
     subtexts = main_process_first(compute_subtexts, config, run_dir, train_set.records)
     vocab = main_process_first(build_vocab, run_dir, train_set.records)
-    stages = _Stages(config, env, run_dir)
-    stages.metrics = MetricsLog(run_dir, enabled=env.is_main)
-    stages.common_key = {
+    common_key = {
         "data": str(data_root), "encoder": config.encoder, "preset": config.preset, "seed": config.seed,
         "batch": config.batch_size, "lr": [config.lr_word, config.lr], "max_steps": config.max_steps,
         "fused": config.fused, "n": len(train_set), "schedule": [config.lr_schedule, config.warmup_steps],
         "amp": config.amp, "compile": config.compile, "captions": captions_fingerprint(train_set.records),
         "motions": motions_fingerprint(train_set), "subtexts": file_fingerprint(config.subtexts)}
+    stages = _Stages(config, env, run_dir, MetricsLog(run_dir, enabled=env.is_main), common_key)
     try:
         summary, segments = _stage0_and_segments(stages, train_set, view, val_set, subtexts, vocab)
         summary["stage1"], encoder, report = _stage1(stages, train_set, val_set, segments, vocab)
