@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mate import metrics as M
-from mate.text.antonyms import antonym_swaps, synonym_swaps
+from mate.text.antonyms import ANTONYM_WORD_PAIRS, antonym_swaps, synonym_swaps, word_embedding_vectors
 
 __all__ = ["ProbeConfig", "ProbeSplit", "load_split", "encode_texts", "MotionProbe", "PooledTextProbe",
            "TokenTextProbe", "train_probe", "score_probe", "compare_encoders", "PROBE_KINDS"]
@@ -146,6 +146,17 @@ def encode_texts(encoder, texts: Sequence[str], batch: int = 256, tokens: bool =
         width = max(t.shape[1] for t in toks)
         out["tokens"] = torch.cat([F.pad(t, (0, 0, 0, width - t.shape[1])) for t in toks])
         out["mask"] = torch.cat([F.pad(m, (0, width - m.shape[1])) for m in masks])
+    return out
+
+
+def antonym_pair_cosines(encoder) -> dict[str, float]:
+    """cos(WE(a), WE(b)) of the encoder's word table for every antonym pair ("a/b"; multi-token
+    words: the mean of their rows), and their ``mean``: the quantity of the paper's Fig. 5, which
+    MATE should lower."""
+    words = sorted({w for pair in ANTONYM_WORD_PAIRS for w in pair})
+    rows = dict(zip(words, word_embedding_vectors(encoder, words)))
+    out = {f"{a}/{b}": float(rows[a] @ rows[b]) for a, b in ANTONYM_WORD_PAIRS}
+    out["mean"] = float(np.mean(list(out.values())))
     return out
 
 
@@ -358,7 +369,8 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
     the downstream models train (``train``) and are scored on (``split``: ``test``, or ``val`` to
     tune). reference: the encoder the paired differences are taken against (default: the first).
     Returns a JSON-ready dict: ``counts``, ``config``, ``encoders`` {name: {probe: metrics}},
-    ``paired`` {name: {probe: differences vs reference}}, ``seconds``."""
+    ``paired`` {name: {probe: differences vs reference}}, ``word_table`` {name:
+    :func:`antonym_pair_cosines`}, ``seconds``."""
     from tqdm.auto import tqdm
 
     config = config or ProbeConfig()
@@ -381,10 +393,12 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
                     "few to decide between encoders (generate a larger synthetic set for the probes)",
                     counts["antonym_tests"], counts["test_motions"], MIN_SWAP_TESTS, MIN_TEST_MOTIONS)
     outcomes: dict[str, dict[str, list]] = {}
+    word_tables: dict[str, dict[str, float]] = {}
     bar = tqdm(total=len(encoders) * len(config.probes) * len(config.seeds), desc="plug-and-play", leave=False,
                dynamic_ncols=True, disable=not progress)
     for name, make in encoders.items():
         encoder = make()
+        word_tables[name] = antonym_pair_cosines(encoder)
         tokens = "tokens" in config.probes
         train_feats = encode_texts(encoder, train.captions, config.text_batch, tokens)
         test_feats = encode_texts(encoder, tests.texts, config.text_batch, tokens)
@@ -398,7 +412,7 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
                 bar.update(1)
     bar.close()
     results = {"counts": counts, "config": {**asdict(config), "seeds": list(config.seeds), "probes": list(config.probes)},
-               "reference": reference, "encoders": {}, "paired": {}}
+               "reference": reference, "encoders": {}, "paired": {}, "word_table": word_tables}
     for name, per_probe in outcomes.items():
         results["encoders"][name] = {p: _summarise(o, test, tests, config) for p, o in per_probe.items()}
         if name != reference:
@@ -453,6 +467,21 @@ def report_lines(results: dict) -> list[str]:
                          (("antonym_accuracy", 1), ("antonym_margin", 4), ("t2m_R@1", 1), ("t2m_R@5", 1))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
+        lines += [f"Antonym-swap accuracy per pair (%, mean over seeds; probe `{probe}`):", ""]
+        pairs = list(next(iter(results["encoders"].values()))[probe]["antonym_per_pair"])
+        lines += ["| encoder | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+        for name, per_probe in results["encoders"].items():
+            per_pair = per_probe[probe]["antonym_per_pair"]
+            lines.append(f"| {name} | " + " | ".join(f"{per_pair[p]['accuracy']:.1f}" for p in pairs) + " |")
+        tests = next(iter(results["encoders"].values()))[probe]["antonym_per_pair"]
+        lines += ["| (tests) | " + " | ".join(str(tests[p]["tests"]) for p in pairs) + " |", ""]
+    if results.get("word_table"):
+        pairs = [k for k in next(iter(results["word_table"].values())) if k != "mean"]
+        lines += ["### The word table: cos(WE(a), WE(b)) of each antonym pair (the paper's Fig. 5; lower = more "
+                  "distinct)", "", "| encoder | " + " | ".join(pairs) + " | mean |", "|---" * (len(pairs) + 2) + "|"]
+        for name, cosines in results["word_table"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{cosines[p]:.3f}" for p in pairs + ["mean"]) + " |")
+        lines.append("")
     return lines
 
 

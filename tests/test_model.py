@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mate.data.dataset import MotionTextDataset
+from mate.model.losses import cross_negatives, lemma_exclusion
 from mate.model.mate_model import MATEConfig, MATEModel
 from mate.text.encoders import build_text_encoder
 from mate.train.batches import Collator
@@ -149,3 +150,61 @@ def test_bad_config_raises():
         MATEConfig(d_model=30, attention_heads=8)
     with pytest.raises(ValueError, match="tau"):
         MATEConfig(tau=0.0)
+
+
+def test_lemma_exclusion_marks_captions_holding_the_word():
+    target = torch.tensor([0, 1, 2, 0])
+    lemmas = torch.tensor([[0, 3, -1], [1, 0, -1], [4, -1, -1], [2, -1, -1]])
+    expected = torch.tensor([[(target[i] == lemmas[j]).any() for j in range(4)] for i in range(4)])
+    assert torch.equal(lemma_exclusion(target, lemmas), expected)
+    with pytest.raises(ValueError, match="caption_lemmas"):
+        lemma_exclusion(target, lemmas[:3])
+
+
+def test_cross_negatives_rank_excluded_pairs_last():
+    """Excluded pairs are never chosen while a row has enough allowed samples, and the allowed
+    ones keep the literal rule's order; with too few allowed, the excluded fill the rest."""
+    g = torch.Generator().manual_seed(5)
+    B, n = 13, 4
+    f_e, f_t = torch.randn(B, 7, generator=g), torch.randn(B, 7, generator=g)
+    excluded = torch.rand(B, B, generator=g) < 0.4
+    excluded[0, 1:] = True          # row 0: no allowed sample at all
+    got = cross_negatives(f_e, f_t, n, excluded)
+    sims = F.normalize(f_e, dim=-1) @ F.normalize(f_t, dim=-1).T
+    for i in range(B):
+        allowed = [j for j in sims[i].argsort().tolist() if j != i and not excluded[i, j]]
+        rest = [j for j in sims[i].argsort().tolist() if j != i and excluded[i, j]]
+        assert got[i].tolist() == (allowed + rest)[:n], i
+    assert torch.equal(cross_negatives(f_e, f_t, n), cross_negatives(f_e, f_t, n, torch.zeros(B, B, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="excluded"):
+        cross_negatives(f_e, f_t, n, excluded[:5])
+
+
+def test_exclude_lemma_rule_changes_only_the_negatives(setup):
+    """With every caption holding its own word only, exclude_lemma removes j whose word is w_i's;
+    L_cross then differs from the literal rule, the other terms do not."""
+    encoder, dataset, batch = setup
+    assert "caption_lemmas" in batch and batch["caption_lemmas"].shape[0] == batch["word_target"].shape[0]
+    # the fixture: caption j's only word is its sampled one
+    assert torch.equal(batch["caption_lemmas"][:, 0], batch["word_target"])
+    assert (batch["caption_lemmas"][:, 1:] == -1).all()
+    torch.manual_seed(0)
+    literal = make_model(encoder, dataset).eval()
+    torch.manual_seed(0)
+    excluding = make_model(encoder, dataset, cross_negatives="exclude_lemma").eval()
+    with torch.no_grad():
+        a, b = literal.loss(batch).terms, excluding.loss(batch).terms
+        f_e = excluding.encode_words(batch["word_token_ids"])
+        f_t = excluding.encode_text(batch["input_ids"], batch["attention_mask"])
+    same_word = batch["word_target"][:, None] == batch["word_target"][None, :]
+    chosen = cross_negatives(f_e, f_t, 8, same_word)
+    assert not any(same_word[i, j] for i in range(len(chosen)) for j in chosen[i].tolist()
+                   if (~same_word[i]).sum() > 8), "a same-word caption was chosen while others were allowed"
+    literal_chosen = cross_negatives(f_e, f_t, 8)
+    assert any(same_word[i, j] for i in range(len(chosen)) for j in literal_chosen[i].tolist()), \
+        "the fixture never picks a same-word negative: the test cannot tell the rules apart"
+    for name in ("rec", "sent", "self", "align"):
+        torch.testing.assert_close(a[name], b[name])
+    assert not torch.isclose(a["cross"], b["cross"])
+    with pytest.raises(ValueError, match="cross_negatives"):
+        MATEConfig(cross_negatives="nearest")

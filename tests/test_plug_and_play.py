@@ -94,9 +94,18 @@ def test_identical_encoders_get_identical_probes_and_a_zero_difference(tiny_synt
         assert 0.0 <= metrics["low"] <= metrics["mean"] <= metrics["high"] <= 100.0
         assert a["t2m_R@1"]["mean"] <= a["t2m_R@5"]["mean"] <= a["t2m_R@10"]["mean"]
     assert results["encoders"]["scrambled"]["pooled"] != results["encoders"]["a"]["pooled"]
+    tables = results["word_table"]
+    assert tables["a"] == tables["b"] and tables["scrambled"] != tables["a"]
+    original = build_text_encoder(spec)
+    words = original.word_token_ids(["left", "right"])
+    rows = [original.word_embeddings.weight[ids].mean(0) for ids in words]
+    expected = torch.nn.functional.cosine_similarity(rows[0], rows[1], dim=0).item()
+    assert tables["a"]["left/right"] == pytest.approx(expected, abs=1e-6)
+    assert tables["a"]["mean"] == pytest.approx(np.mean([v for k, v in tables["a"].items() if k != "mean"]))
     json.dumps(results)  # JSON-ready
     report = "\n".join(P.report_lines(results))
     assert "Too small to decide" in report and "Paired differences against `a`" in report
+    assert "Fig. 5" in report and "left/right" in report
 
 
 def test_evaluate_cli_runs_the_protocol_on_a_run(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):

@@ -33,6 +33,7 @@ __all__ = [
     "sentence_loss",
     "self_disentanglement_loss",
     "cross_negatives",
+    "lemma_exclusion",
     "cross_disentanglement_loss",
     "alignment_loss",
     "total_loss",
@@ -79,15 +80,36 @@ def self_disentanglement_loss(f_mw: torch.Tensor, prototypes: torch.Tensor, targ
 
 
 @torch.no_grad()
-def cross_negatives(f_e: torch.Tensor, f_t: torch.Tensor, num_negatives: int) -> torch.Tensor:
+def cross_negatives(f_e: torch.Tensor, f_t: torch.Tensor, num_negatives: int,
+                    excluded: torch.Tensor | None = None) -> torch.Tensor:
     """N(i) of L_cross: for each word i, the ``num_negatives`` samples j != i whose sentence is
     least similar to it, by cos(f^e_{w_i}, f^t_j). f_e, f_t [B, D]; returns int64 [B, n], n =
-    min(num_negatives, B - 1). A selection: no gradient."""
+    min(num_negatives, B - 1). A selection: no gradient.
+
+    ``excluded`` [B, B] bool (optional): pairs (i, j) ranked after every allowed one, e.g. caption
+    j containing w_i's own lemma (:func:`lemma_exclusion`); they are chosen only when a row has
+    fewer than n allowed samples (then in the literal rule's order)."""
     n = min(num_negatives, f_e.shape[0] - 1)
     with torch.autocast(f_e.device.type, enabled=False):
         sim = F.normalize(f_e.float(), dim=-1) @ F.normalize(f_t.float(), dim=-1).T
+        if excluded is not None:
+            if excluded.shape != sim.shape:
+                raise ValueError(f"excluded must be [B, B] = {tuple(sim.shape)}, got {tuple(excluded.shape)}")
+            sim = torch.where(excluded, sim + 3.0, sim)   # cosines lie in [-1, 1]: after every allowed one
         sim.fill_diagonal_(float("inf"))
         return sim.topk(n, dim=1, largest=False).indices
+
+
+@torch.no_grad()
+def lemma_exclusion(word_target: torch.Tensor, caption_lemmas: torch.Tensor) -> torch.Tensor:
+    """[B, B] bool: whether caption j contains sample i's word (its lemma, the prototype index).
+    word_target [B] int64; caption_lemmas [B, L] int64, the prototype indices of each caption's
+    words padded with -1. Such a j is no negative for w_i: L_cross would push the same word apart
+    on two motions that both show it, against L_self (beyond the paper; see ``docs/method.md``)."""
+    if caption_lemmas.dim() != 2 or caption_lemmas.shape[0] != word_target.shape[0]:
+        raise ValueError(f"caption_lemmas must be [B, L] with B = {word_target.shape[0]}, "
+                         f"got {tuple(caption_lemmas.shape)}")
+    return (caption_lemmas[None, :, :] == word_target[:, None, None]).any(-1)
 
 
 def cross_disentanglement_loss(f_mw: torch.Tensor, other_word: torch.Tensor, other_motion: torch.Tensor) -> torch.Tensor:

@@ -42,10 +42,14 @@ from torch import nn
 from .. import ops
 from ..ops import PRIOR_VARIANTS
 from ..distributed import answer_on_owner_ranks
-from .losses import cross_negatives, mate_loss
+from .losses import cross_negatives, lemma_exclusion, mate_loss
 from .motion import MotionDecoder, MotionEncoder
 
-__all__ = ["MATEConfig", "MATEFeatures", "MATEModel", "WordFeatures", "WordQueryAttention"]
+#: How L_cross picks N(i): ``literal`` (the paper: the lowest cos(Proj(WE(w_i)), f^t_j)) or
+#: ``exclude_lemma`` (the same, among captions that do not contain w_i's lemma).
+CROSS_NEGATIVE_RULES = ("literal", "exclude_lemma")
+
+__all__ = ["CROSS_NEGATIVE_RULES", "MATEConfig", "MATEFeatures", "MATEModel", "WordFeatures", "WordQueryAttention"]
 
 
 
@@ -66,6 +70,7 @@ class MATEConfig:
     lambda_word: float = 0.1           # lambda1
     lambda_sent: float = 0.1           # lambda2
     num_negatives: int = 8             # |N(i)| for L_cross
+    cross_negatives: str = "literal"   # literal: the paper's rule; exclude_lemma: no caption holding w_i
     use_rec: bool = True
     use_sent: bool = True
     use_self: bool = True
@@ -82,6 +87,8 @@ class MATEConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.num_negatives, bool) or not isinstance(self.num_negatives, int) or self.num_negatives < 0:
             raise ValueError(f"num_negatives must be an integer >= 0, got {self.num_negatives!r}")
+        if self.cross_negatives not in CROSS_NEGATIVE_RULES:
+            raise ValueError(f"cross_negatives must be one of {CROSS_NEGATIVE_RULES}, got {self.cross_negatives!r}")
         if self.d_model % self.attention_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by attention_heads={self.attention_heads}")
         if self.d_model % self.motion_heads:
@@ -350,7 +357,16 @@ class MATEModel(nn.Module):
         word_idx, motion_idx, centers, sigmas = [arange], [arange], [center], [sigma]
         num_neg = min(cfg.num_negatives, B - 1) if cfg.use_cross else 0
         if num_neg > 0:
-            negatives = cross_negatives(f_e, f_t, num_neg).reshape(-1)         # N(i) [B * n]
+            excluded = None
+            if cfg.cross_negatives == "exclude_lemma":
+                if "caption_lemmas" not in batch:
+                    raise ValueError("cross_negatives='exclude_lemma' needs the batch's caption_lemmas "
+                                     "(mate.train.batches.Collator adds them)")
+                target, lemmas = batch["word_target"].to(device), batch["caption_lemmas"].to(device)
+                if gather is not None:
+                    target, lemmas = gather.no_grad(target), gather.no_grad(lemmas)
+                excluded = lemma_exclusion(target, lemmas)
+            negatives = cross_negatives(f_e, f_t, num_neg, excluded).reshape(-1)   # N(i) [B * n]
             no_prior = torch.zeros(B * num_neg, device=device)
             # f^{m_i}_{w_j}: word j on motion i; f^{m_j}_{w_i}: word i on motion j; no prior
             # (a cross query has no segment in the queried motion).

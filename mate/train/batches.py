@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mate import distributed as mdist
 
-__all__ = ["SeededSamples", "Collator", "make_loader", "to_device", "model_inputs", "DYNAMIC_DIMS",
+__all__ = ["CAPTION_LEMMA_WIDTH", "SeededSamples", "Collator", "make_loader", "to_device", "model_inputs", "DYNAMIC_DIMS",
            "mark_dynamic_dims"]
 
 
@@ -48,6 +48,10 @@ class SeededSamples(Dataset):
             item["end_frame"] = item["start_frame"] + self.crop_frames
         item["sample_seed"] = int(rng.integers(0, 2**63 - 1))
         return item
+
+
+#: Distinct vocabulary words per caption the batch can list (HumanML3D's longest caption has ~60 words).
+CAPTION_LEMMA_WIDTH = 96
 
 
 class Collator:
@@ -93,7 +97,20 @@ class Collator:
             batch["word_target"] = torch.tensor(target, dtype=torch.int64)
             batch["segment_start"] = torch.tensor(start, dtype=torch.float32)
             batch["segment_end"] = torch.tensor(end, dtype=torch.float32)
+            batch["caption_lemmas"] = self.caption_lemmas(items)
         return batch
+
+    def caption_lemmas(self, items: list[dict]) -> torch.Tensor:
+        """[B, CAPTION_LEMMA_WIDTH] int64: the prototype indices of each caption's words, padded
+        with -1 (a fixed width, so ranks can gather them; L_cross's ``exclude_lemma`` rule)."""
+        out = torch.full((len(items), CAPTION_LEMMA_WIDTH), -1, dtype=torch.int64)
+        for row, item in enumerate(items):
+            lemmas = sorted({vocab_index for _, vocab_index, _, _ in self.words[item["key"]]})
+            if len(lemmas) > CAPTION_LEMMA_WIDTH:
+                raise ValueError(f"caption {item['key']!r} has {len(lemmas)} distinct vocabulary words, more than "
+                                 f"CAPTION_LEMMA_WIDTH = {CAPTION_LEMMA_WIDTH}")
+            out[row, :len(lemmas)] = torch.tensor(lemmas, dtype=torch.int64)
+        return out
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

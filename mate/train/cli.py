@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subtexts", type=Path, default=None, help="JSONL of LLM answers to import (see mate.text.subtexts)")
     p.add_argument("--prior", choices=list(PRIOR_VARIANTS), default="gaussian",
                    help="localisation prior of the word attention (stage 1; default: gaussian)")
+    p.add_argument("--cross-negatives", choices=["literal", "exclude-lemma"], default="literal",
+                   help="how L_cross picks its negatives N(i): literal (the paper: the 8 captions least similar to "
+                        "Proj(WE(w_i))) or exclude-lemma (the same among captions without w_i's lemma)")
     for name in LOSS_NAMES:
         p.add_argument(f"--no-{name}", action="store_true", help=f"drop L_{name} (ablation)")
     p.add_argument("--lambda-word", type=float, default=None,
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The (unresolved) :class:`TrainConfig` of parsed command-line flags."""
     values = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if hasattr(args, name)}
+    values["cross_negatives"] = values.get("cross_negatives", "literal").replace("-", "_")
     return TrainConfig(**values)
 
 

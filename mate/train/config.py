@@ -63,6 +63,7 @@ class TrainConfig:
     fused: bool = False
     subtexts: Path | None = None        # JSONL of imported LLM answers
     prior: str = "gaussian"
+    cross_negatives: str = "literal"    # how L_cross picks N(i): literal | exclude_lemma
     no_rec: bool = False
     no_sent: bool = False
     no_self: bool = False
@@ -135,6 +136,11 @@ class TrainConfig:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.prior not in PRIOR_VARIANTS:
             raise ConfigError(f"--prior {self.prior!r}: choose from {', '.join(PRIOR_VARIANTS)}")
+        from mate.model.mate_model import CROSS_NEGATIVE_RULES
+
+        if self.cross_negatives not in CROSS_NEGATIVE_RULES:
+            raise ConfigError(f"--cross-negatives {self.cross_negatives!r}: choose from "
+                              f"{', '.join(r.replace('_', '-') for r in CROSS_NEGATIVE_RULES)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose from constant, cosine")
         if self.data is not None and not self.data.is_dir():
@@ -170,6 +176,7 @@ class TrainConfig:
             extra["lambda_sent"] = self.lambda_sent
         if word_losses:
             extra["prior_variant"] = self.prior
+            extra["cross_negatives"] = self.cross_negatives
             if self.lambda_word is not None:
                 extra["lambda_word"] = self.lambda_word
         return MATEConfig(
