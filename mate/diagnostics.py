@@ -1,0 +1,128 @@
+"""What a trained MATE model's word localisation learned: the shortcut test.
+
+L_self asks the localised feature f^{m_i}_{w_i} (word w_i querying its own motion) to classify as
+w_i among the prototypes. A model can meet that by encoding *which word asked* rather than *what
+the motion did* (the query picks frames through the attention; values carry positions; the prior
+is weak). Such a model also classifies a *cross* query f^{m_j}_{w_i} -- word w_i on a motion j
+whose caption does not contain it -- as w_i, though nothing in motion j shows w_i. This module
+measures both on a run's captions:
+
+* ``own_accuracy``: argmax_k cos(f^{m_i}_{w_i}, P_k) == w_i (what L_self trains);
+* ``cross_accuracy``: argmax_k cos(f^{m_j}_{w_i}, P_k) == w_i over the L_cross pairs (i, j) whose
+  caption j lacks w_i's lemma: near 0 when the feature reflects the motion; near
+  ``own_accuracy`` when it reflects the query (the shortcut);
+* ``cross_motion_cos``: mean cos(f^{m_i}_{w_i}, f^{m_j}_{w_i}) over the same pairs (the same word
+  on two motions; L_cross pushes its absolute value towards 0), and ``cross_loss``, L_cross.
+
+``python -m mate.diagnostics RUN`` prints them and writes ``RUN/eval/word_queries.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["word_query_diagnostics", "main"]
+
+
+@torch.no_grad()
+def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batches: int = 20, batch_size: int = 32,
+                           seed: int = 0) -> dict:
+    """The shortcut test (module docstring) of RUN's stage-1 model on ``split`` (``train``: the
+    run's DP segments; another split: each caption whole). Returns floats in [0, 1] (accuracies)
+    or [-1, 1] (cosines), the counts, and chance = 1 / number of prototypes."""
+    from mate import rundir
+    from mate.data.dataset import MotionTextDataset
+    from mate.model.losses import cross_disentanglement_loss, lemma_exclusion
+    from mate.text.vocab import Vocabulary
+    from mate.train.batches import Collator, make_loader
+    from mate.train.pipeline import word_samples
+
+    model = rundir.load_stage_model(run_dir, 1)
+    if not model.config.use_self:
+        raise ValueError(f"{run_dir}: stage 1 was trained without L_self; the shortcut test reads its prototypes")
+    run = rundir.RunDir(Path(run_dir))
+    dataset = MotionTextDataset(rundir.data_root(run.root), split, crop="start")
+    vocab = Vocabulary.load(run.vocab)
+    if split == "train":
+        segments = json.loads(run.segments.read_text())
+    else:
+        segments = {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]}
+                    for r in dataset.records}
+    words = word_samples(dataset.records, segments, vocab)
+    usable = [i for i, r in enumerate(dataset.records) if words.get(r.caption.key)]
+    if not usable:
+        raise ValueError(f"split {split!r} of {rundir.data_root(run.root)} has no caption with a vocabulary word")
+    from torch.utils.data import Subset
+
+    loader = make_loader(Subset(dataset, usable), Collator(model.text_encoder, words, seed=seed), batch_size,
+                         seed=seed, drop_last=False)
+    # The diagnostic reads every negative the paper's rule picks, then keeps those whose caption
+    # lacks w_i: that is where a cross query has nothing of w_i to find.
+    model.config.cross_negatives = "literal"
+    own_hits = own_n = cross_hits = cross_n = 0
+    cos_sum, losses = 0.0, []
+    prototypes = F.normalize(model.prototypes.float(), dim=-1)
+    for b, batch in enumerate(loader):
+        if b >= max_batches:
+            break
+        features = model(batch)
+        w = features.words
+        if w.other_motion is None:
+            continue
+        target = w.target
+        own = (F.normalize(w.f_mw, dim=-1) @ prototypes.T).argmax(-1)
+        own_hits += int((own == target).sum())
+        own_n += target.numel()
+        losses.append(float(cross_disentanglement_loss(w.f_mw, w.other_word, w.other_motion)))
+        # which j were the negatives: recompute the same selection the model made
+        negatives = _negatives_of(model, batch, features)
+        excluded = lemma_exclusion(target, batch["caption_lemmas"])
+        keep = ~excluded.gather(1, negatives)                                      # [B, n]
+        cross_pred = (F.normalize(w.other_motion, dim=-1) @ prototypes.T).argmax(-1)  # [B, n]
+        cross_hits += int(((cross_pred == target[:, None]) & keep).sum())
+        cross_n += int(keep.sum())
+        cos = F.cosine_similarity(w.f_mw[:, None, :], w.other_motion, dim=-1)
+        cos_sum += float((cos * keep).sum())
+    if own_n == 0 or cross_n == 0:
+        raise ValueError("no cross pair to test (batches too small, or L_cross off)")
+    return {"own_accuracy": own_hits / own_n, "cross_accuracy": cross_hits / cross_n,
+            "cross_motion_cos": cos_sum / cross_n, "cross_loss": sum(losses) / len(losses),
+            "chance": 1.0 / model.prototypes.shape[0], "own_queries": own_n, "cross_queries": cross_n,
+            "split": split}
+
+
+def _negatives_of(model, batch, features) -> torch.Tensor:
+    from mate.model.losses import cross_negatives
+
+    n = min(model.config.num_negatives, features.f_t.shape[0] - 1)
+    return cross_negatives(features.words.f_e, features.f_t, n)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m mate.diagnostics", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a finished mate.train run directory")
+    p.add_argument("--split", default="train")
+    p.add_argument("--batches", type=int, default=20)
+    args = p.parse_args(argv)
+    from mate.atomic import atomic_write_json
+    from mate.rundir import RunDirectoryError
+
+    try:
+        out = word_query_diagnostics(args.run, args.split, args.batches)
+    except (RunDirectoryError, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    for k, v in out.items():
+        print(f"{k:18s} {v:.4f}" if isinstance(v, float) else f"{k:18s} {v}")
+    (args.run / "eval").mkdir(exist_ok=True)
+    atomic_write_json(args.run / "eval" / "word_queries.json", out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
