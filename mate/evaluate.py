@@ -1,6 +1,16 @@
 """``python -m mate.evaluate RUN_DIR``: evaluate a finished ``python -m mate.train`` run.
 
-Writes ``RUN_DIR/eval/metrics.json`` and ``RUN_DIR/eval/report.md`` (the same numbers as tables).
+Two protocols (``--protocol``):
+
+* ``plug-and-play`` (the default; the paper's): every text encoder of the run is frozen and fresh
+  downstream models are trained on it from one initialisation (:mod:`mate.plug_and_play`).
+  Writes ``RUN_DIR/eval/plug_and_play.json`` and ``.md``. For a run on generated data the probes
+  use a 2,100-motion synthetic set made once in ``RUN_DIR/eval/probe_data``.
+* ``co-trained`` (described below): the run's own training heads score each word table. Biased
+  towards the table the heads were fitted with; kept as a secondary view. Writes
+  ``RUN_DIR/eval/metrics.json`` and ``RUN_DIR/eval/report.md``.
+
+The co-trained protocol:
 
 Models (all rebuilt from the run directory by :func:`mate.rundir.load_stage_model`):
 
@@ -587,12 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (mate.plots)")
     g = p.add_argument_group("plug-and-play protocol (mate.plug_and_play)")
-    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="co-trained",
-                   help="co-trained: score the run's own heads (default); plug-and-play: freeze each encoder and "
-                        "train fresh downstream probes on it (the paper's protocol); both")
+    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="plug-and-play",
+                   help="plug-and-play (default): freeze each encoder and train fresh downstream probes on it (the "
+                        "paper's protocol); co-trained: score the run's own training heads (biased towards the "
+                        "table they were fitted with); both")
     g.add_argument("--probe-data", type=Path, default=None,
-                   help="dataset the probes train and are scored on (default: the run's; a larger synthetic set "
-                        "gives a test split big enough to decide)")
+                   help="dataset the probes train and are scored on (default: for a run on generated data a "
+                        "2,100-motion synthetic set made once in RUN/eval/probe_data; else the run's dataset)")
     g.add_argument("--seeds", type=int, default=5, help="probe seeds per encoder (default 5)")
     g.add_argument("--probe-epochs", type=int, default=ProbeConfig.epochs,
                    help=f"probe training epochs (default {ProbeConfig.epochs})")
@@ -660,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = args.run_dir / "eval"
     results: dict = {}
     try:
+        check_run_dir(args.run_dir)   # both stages: a run whose MATE stage has not finished is named as such
         if args.protocol in ("co-trained", "both"):
             results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,
                                    progress=not args.no_progress)
@@ -674,7 +686,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not args.no_figures:
         from mate.plots import render_run_figures
 
-        figures = render_run_figures(args.run_dir, device=args.device, data_dir=args.data)
+        try:
+            figures = render_run_figures(args.run_dir, device=args.device, data_dir=args.data)
+        except (RunDirectoryError, ValueError) as e:
+            raise SystemExit(f"error: figures: {e}") from None
         print(f"wrote {len(figures)} figures into {out}: " + ", ".join(f.name for f in figures))
     return results
 

@@ -41,7 +41,8 @@ from mate import metrics as M
 from mate.text.antonyms import ANTONYM_WORD_PAIRS, antonym_swaps, synonym_swaps, word_embedding_vectors
 
 __all__ = ["ProbeConfig", "ProbeSplit", "load_split", "encode_texts", "MotionProbe", "PooledTextProbe",
-           "TokenTextProbe", "train_probe", "score_probe", "compare_encoders", "PROBE_KINDS"]
+           "TokenTextProbe", "train_probe", "score_probe", "compare_encoders", "PROBE_KINDS", "antonym_pair_cosines",
+           "probe_data", "encoders_of_run", "evaluate_run", "report_lines"]
 
 log = logging.getLogger("mate.plug_and_play")
 
@@ -49,6 +50,9 @@ PROBE_KINDS = ("pooled", "tokens")
 #: Below these counts the test set is too small to decide between encoders (one standard error of
 #: an accuracy near 75 % is about 1.4 points at 1,000 tests).
 MIN_SWAP_TESTS, MIN_TEST_MOTIONS = 1000, 300
+#: The probe set of a run trained on generated data: a 2,100-motion synthetic set (seed 1), whose
+#: test split has 315 motions and about 3,000 antonym swaps (the run's own 200-motion set has ~30).
+PROBE_SET_MOTIONS, PROBE_SET_SEED = 2100, 1
 
 
 @dataclass(frozen=True)
@@ -511,16 +515,32 @@ def encoders_of_run(run_dir: str | Path, extra: dict[str, str | Path] | None = N
     return out
 
 
+def probe_data(run_dir: str | Path, override: str | Path | None = None) -> Path:
+    """The dataset the probes of a run train and are scored on: ``override`` when given; for a run
+    trained on a generated synthetic set, a larger synthetic set (:data:`PROBE_SET_MOTIONS`
+    motions, seed :data:`PROBE_SET_SEED`) generated once into ``RUN/eval/probe_data`` (seconds);
+    else the run's own dataset (e.g. HumanML3D, whose test split is large enough)."""
+    from mate import rundir
+
+    if override is not None:
+        return rundir.data_root(run_dir, override)
+    if rundir.read_manifest(run_dir).get("synthetic_data"):
+        from mate.train.pipeline import synthetic_dataset
+
+        return synthetic_dataset(rundir.RunDir(Path(run_dir)).eval / "probe_data", PROBE_SET_MOTIONS, PROBE_SET_SEED)
+    return rundir.data_root(run_dir)
+
+
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, config: ProbeConfig | None = None,
                  split: str = "test", extra: dict[str, str | Path] | None = None, progress: bool = True,
                  write: bool = True) -> dict:
     """:func:`compare_encoders` for a run's encoders (:func:`encoders_of_run`) on ``data_root``
-    (default: the run's dataset); with ``write``, ``RUN/eval/plug_and_play.json`` and ``.md``."""
+    (default: :func:`probe_data`); with ``write``, ``RUN/eval/plug_and_play.json`` and ``.md``."""
     from mate import rundir
     from mate.atomic import atomic_write_json, atomic_write_text
 
     run = rundir.check_run_dir(run_dir, stages=(0,))
-    data = rundir.data_root(run.root, data_root)
+    data = probe_data(run.root, data_root)
     results = compare_encoders(encoders_of_run(run.root, extra), data, config, split=split, progress=progress)
     results["run_dir"], results["data_root"] = str(run.root.resolve()), str(Path(data).resolve())
     if write:

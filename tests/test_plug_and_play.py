@@ -125,3 +125,26 @@ def test_evaluate_cli_runs_the_protocol_on_a_run(tiny_synthetic_dataset, tiny_hf
         evaluate.main([str(run), "--protocol", "plug-and-play", "--compare", "nothing"])
     with pytest.raises(SystemExit, match="not an exported encoder folder or a run directory"):
         evaluate.main([str(run), "--protocol", "plug-and-play", "--compare", f"x={tmp_path / 'nowhere'}"])
+
+
+def test_probe_data_defaults(tmp_path, tiny_synthetic_dataset, monkeypatch):
+    """A run on generated data gets a larger synthetic probe set made once in RUN/eval/probe_data;
+    a run on a named dataset uses that dataset; --probe-data overrides both."""
+    from mate import rundir
+
+    monkeypatch.setattr(P, "PROBE_SET_MOTIONS", 12)   # the real default takes seconds; the rule is the same
+    synthetic_run, named_run = tmp_path / "synthetic", tmp_path / "named"
+    for root, synthetic in ((synthetic_run, True), (named_run, False)):
+        root.mkdir()
+        data = root / "data" if synthetic else tiny_synthetic_dataset
+        rundir.write_manifest(root, encoder="minilm", data_root=data, synthetic=synthetic, preset="cpu-small", config={})
+    made = P.probe_data(synthetic_run)
+    assert made == rundir.RunDir(synthetic_run).eval / "probe_data"
+    assert len((made / "train.txt").read_text().split()) + len((made / "test.txt").read_text().split()) \
+        + len((made / "val.txt").read_text().split()) == 12
+    stamp = (made / "train.txt").stat().st_mtime_ns
+    assert P.probe_data(synthetic_run) == made and (made / "train.txt").stat().st_mtime_ns == stamp   # made once
+    assert P.probe_data(named_run) == tiny_synthetic_dataset
+    assert P.probe_data(synthetic_run, tiny_synthetic_dataset) == tiny_synthetic_dataset
+    with pytest.raises(rundir.RunDirectoryError, match="not a directory"):
+        P.probe_data(named_run, tmp_path / "nowhere")
