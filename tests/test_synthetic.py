@@ -141,7 +141,8 @@ def test_segments_json_ground_truth(tiny):
         for entry in entries:
             bounds = entry["bounds_frames"]
             assert bounds[0] == 0 and bounds[-1] == num_frames
-            assert all(b - a >= syn.MIN_ACTION_FRAMES for a, b in zip(bounds, bounds[1:]))
+            shortest = syn.action_frame_limits("realistic")[0]
+            assert all(b - a >= shortest for a, b in zip(bounds, bounds[1:]))
             n = len(bounds) - 1
             assert 1 <= n <= 4
             assert len(entry["subtexts"]) == len(entry["actions"]) == len(entry["speeds"]) == n
@@ -261,17 +262,19 @@ def test_while_segments_describe_both_actions():
 
 # ---- plans -------------------------------------------------------------------------------------
 
-def test_plans_respect_lengths_and_held_states():
+@pytest.mark.parametrize("durations", syn.DURATION_PROFILES)
+def test_plans_respect_lengths_and_held_states(durations):
     rng = np.random.default_rng(4)
     counts = {1: 0, 2: 0, 3: 0, 4: 0}
+    shortest, longest = syn.action_frame_limits(durations)
     for _ in range(2000):
-        plan = syn.plan_motion(rng)
+        plan = syn.plan_motion(rng, durations)
         counts[len(plan.segments)] += 1
         assert syn.MIN_FRAMES <= plan.num_frames <= syn.MAX_FRAMES
         seated, arm_up = False, {"left": False, "right": False}
         for segment in plan.segments:
-            assert syn.MIN_ACTION_FRAMES <= segment.active <= segment.frames
-            assert segment.frames <= syn.MAX_ACTION_FRAMES or len(plan.segments) == 1
+            assert shortest <= segment.active <= segment.frames
+            assert segment.frames <= longest or len(plan.segments) == 1
             name, spec = segment.action, syn.ACTIONS[segment.action]
             sides = ("left", "right") if spec.side is None else (spec.side,)
             if seated:
@@ -521,3 +524,29 @@ def test_output_loads_through_the_dataset_loader(tiny):
     np.testing.assert_allclose(item["motion"].numpy(), (features[:item["length"]] - mean) / std,
                                rtol=1e-5, atol=1e-5)
     assert item["tokens"] and all("/" in t for t in item["tokens"])
+
+
+
+def test_realistic_durations_vary_like_real_actions():
+    """The realistic profile: a long walk beside a short kick (HumanML3D's actions run from under
+    a second to many seconds), so an equal split of a multi-action motion is far from its true
+    boundaries; the uniform profile keeps every action within 1-3 s."""
+    rng = np.random.default_rng(0)
+    spread = {}
+    for durations in syn.DURATION_PROFILES:
+        ratios = []
+        for _ in range(1500):
+            plan = syn.plan_motion(rng, durations)
+            if len(plan.segments) > 1:
+                frames = [s.frames for s in plan.segments]
+                ratios.append(max(frames) / min(frames))
+        spread[durations] = np.median(ratios)
+    assert spread["uniform"] <= 3.0 and spread["realistic"] >= 2 * spread["uniform"], spread
+    gait = syn.frame_range(syn.ACTIONS["walk_forward"], "slow")
+    kick = syn.frame_range(syn.ACTIONS["kick_left_leg"], "normal")
+    assert gait[0] >= 4 * kick[1] // 2 and kick[0] == syn.action_frame_limits("realistic")[0]
+    assert syn.frame_range(syn.ACTIONS["walk_forward"], "slow", "uniform") == (44, 60)
+    with pytest.raises(ValueError, match="durations"):
+        syn.plan_motion(rng, "long")
+    with pytest.raises(ValueError, match="durations"):
+        syn.write_dataset("/nonexistent-never-written", 2, durations="long")

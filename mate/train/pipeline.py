@@ -87,14 +87,15 @@ def file_fingerprint(path: Path | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------ text stages
-def synthetic_dataset(root: Path, motions: int, seed: int) -> Path:
-    """A synthetic set of ``motions`` motions generated from ``seed`` into ``root`` (by rank 0),
-    unless the one there already is (``root.done`` holds the key). Generated beside ``root`` and
-    renamed into place: never a half-written set."""
+def synthetic_dataset(root: Path, motions: int, seed: int, durations: str = "realistic") -> Path:
+    """A synthetic set of ``motions`` motions generated from ``seed`` (with the ``durations``
+    profile of :mod:`mate.data.synthetic.actions`) into ``root`` (by rank 0), unless the one there
+    already is (``root.done`` holds the key). Generated beside ``root`` and renamed into place:
+    never a half-written set."""
     from mate.data import synthetic
 
     root = Path(root)
-    key = fingerprint({"motions": motions, "seed": seed})
+    key = fingerprint({"motions": motions, "seed": seed, "durations": durations})
     if is_cached(root, key) and root.is_dir():
         log.info("data: reusing the synthetic set in %s", root)
         return root
@@ -103,7 +104,7 @@ def synthetic_dataset(root: Path, motions: int, seed: int) -> Path:
                            "(is the run directory on a filesystem every rank sees?)")
     log.info("data: generating %d synthetic motions into %s", motions, root)
     with atomic_directory(root, overwrite=True) as staging:
-        synthetic.write_dataset(staging, num_motions=motions, seed=seed)
+        synthetic.write_dataset(staging, num_motions=motions, seed=seed, durations=durations)
     mark_done(root, key)
     return root
 

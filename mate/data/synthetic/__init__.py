@@ -29,8 +29,8 @@ The frame rate, feature width and length limits are HumanML3D's, read from
 # here (``__all__`` is unchanged; the joint indices, poses and constants beyond it are re-exported
 # for the code and tests that use them).
 from mate.data.synthetic.actions import (  # noqa: F401
-    ACTIONS, MAX_ACTION_FRAMES, MAX_FRAMES, MIN_ACTION_FRAMES, MIN_FRAMES, ActionSpec,
-    MotionPlan, Segment, plan_motion, render_motion,
+    ACTIONS, DURATION_PROFILES, MAX_ACTION_FRAMES, MAX_FRAMES, MIN_ACTION_FRAMES, MIN_FRAMES, ActionSpec,
+    MotionPlan, Segment, action_frame_limits, frame_range, plan_motion, render_motion,
 )
 from mate.data.synthetic.captions import CaptionRecord, generate_captions
 from mate.data.synthetic.kinematics import (  # noqa: F401
@@ -48,7 +48,7 @@ from mate.data.synthetic.writer import (  # noqa: F401
 
 __all__ = [
     "FPS", "FEATURE_DIM", "NUM_JOINTS", "MIN_FRAMES", "MAX_FRAMES", "MIN_ACTION_FRAMES",
-    "MAX_ACTION_FRAMES", "STD_FLOOR", "ACTIONS", "MIRROR_JOINTS", "NEUTRAL_BONE_ROTATIONS",
+    "MAX_ACTION_FRAMES", "DURATION_PROFILES", "action_frame_limits", "frame_range", "STD_FLOOR", "ACTIONS", "MIRROR_JOINTS", "NEUTRAL_BONE_ROTATIONS",
     "ActionSpec", "Segment", "MotionPlan", "CaptionRecord", "SyntheticMotion", "DatasetSummary",
     "euler_to_matrix", "pose_to_local_rotations", "plan_motion", "render_motion",
     "motion_from_plan", "generate_captions", "generate_motion", "feature_statistics", "split_ids",

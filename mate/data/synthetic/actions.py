@@ -10,8 +10,13 @@ This module owns:
 * :func:`render_motion`: a plan's joint positions.
 
 Every motion is a time sequence of 1-4 *segments*, each one action (or one locomotion with a
-simultaneous wave). Each action lasts 1-3 s (20-60 frames; circles 1.5-3 s) with speed "quick"
-(shorter, faster), "normal" or "slow" (longer, slower); the motion is 40..196 frames
+simultaneous wave), with speed "quick" (shorter, faster), "normal" or "slow" (longer, slower).
+How long an action lasts follows a *duration profile* (:data:`DURATION_PROFILES`):
+``realistic`` (the default) gives each kind of action its own range, as in HumanML3D where a walk
+lasts many seconds beside a half-second kick (locomotion 1.5-7.5 s, circles 2.5-7.5 s, waves
+0.8-3.5 s, turns, kicks, jumps and arm raises 0.5-2 s); ``uniform`` (the sets generated before
+it existed) draws every action from 1-3 s (20-60 frames; circles 1.5-3 s), so that cutting a
+motion into equal parts is already nearly right. The motion is 40..196 frames
 (``MIN_FRAMES``/``MAX_FRAMES``: HumanML3D's length filter and crop, from
 :data:`mate.data.skeleton.HUMANML3D`). The inventory:
 
@@ -43,9 +48,14 @@ from mate.data.synthetic.kinematics import (
 #: 40 <= T < 200 and crops to 196, so a generated motion is never cropped.
 MIN_FRAMES = HUMANML3D.min_frames
 MAX_FRAMES = HUMANML3D.crop_frames
-#: Shortest action (1 s) and longest (3 s), in frames.
+#: Shortest action (1 s) and longest (3 s), in frames, of the ``uniform`` profile.
 MIN_ACTION_FRAMES = 20
 MAX_ACTION_FRAMES = 60
+#: How long actions last: ``realistic`` (default) or ``uniform`` (module docstring).
+DURATION_PROFILES = ("realistic", "uniform")
+#: Shortest (0.5 s: one segmentation grid unit) and longest action of the ``realistic`` profile.
+REALISTIC_MIN_ACTION_FRAMES = 10
+REALISTIC_MAX_ACTION_FRAMES = 150
 
 # --------------------------------------------------------------------------------------------
 # Action inventory
@@ -145,6 +155,45 @@ _T_STAND = ("~stand up", "~get up", "~rise to {poss} feet", "~stand back up",
 
 _CIRCLE_FRAMES = ((30, 40), (40, 52), (52, 60))
 
+# The realistic profile: (quick, normal, slow) frame ranges at 20 fps per kind of action; an
+# action that is not speedable uses the middle one.
+_GAIT, _CIRCLE, _SHORT = ((30, 60), (50, 110), (80, 150)), ((50, 80), (70, 120), (100, 150)), ((10, 16), (14, 28), (24, 40))
+_REALISTIC_FRAMES = {
+    "walk_forward": _GAIT, "walk_backward": _GAIT, "walk_upstairs": _GAIT, "walk_downstairs": _GAIT,
+    "sidestep_left": _GAIT, "sidestep_right": _GAIT, "jog": ((0, 0), (40, 120), (0, 0)),
+    "run": ((0, 0), (30, 100), (0, 0)), "circle_clockwise": _CIRCLE, "circle_counterclockwise": _CIRCLE,
+    "turn_left": _SHORT, "turn_right": _SHORT, "turn_around": ((12, 20), (18, 32), (28, 44)),
+    "jump": ((0, 0), (12, 24), (0, 0)), "jump_forward": ((0, 0), (12, 24), (0, 0)),
+    "kick_left_leg": ((0, 0), (10, 20), (0, 0)), "kick_right_leg": ((0, 0), (10, 20), (0, 0)),
+    "squat": ((16, 24), (20, 36), (32, 50)), "sit_down": ((16, 24), (20, 36), (30, 50)),
+    "stand_up": ((16, 24), (20, 36), (30, 50)),
+    "raise_left_hand": _SHORT, "raise_right_hand": _SHORT, "raise_both_arms": _SHORT,
+    "lower_left_hand": _SHORT, "lower_right_hand": _SHORT, "lower_both_arms": _SHORT,
+    "wave_left_hand": ((16, 30), (24, 50), (40, 70)), "wave_right_hand": ((16, 30), (24, 50), (40, 70)),
+}
+
+
+def action_frame_limits(durations: str = "realistic") -> tuple[int, int]:
+    """(shortest, longest) frames an action of a several-segment motion lasts under a profile."""
+    _check_profile(durations)
+    if durations == "uniform":
+        return MIN_ACTION_FRAMES, MAX_ACTION_FRAMES
+    return REALISTIC_MIN_ACTION_FRAMES, REALISTIC_MAX_ACTION_FRAMES
+
+
+def _check_profile(durations: str) -> None:
+    if durations not in DURATION_PROFILES:
+        raise ValueError(f"durations must be one of {DURATION_PROFILES}, got {durations!r}")
+
+
+def frame_range(spec: "ActionSpec", speed: str, durations: str = "realistic") -> tuple[int, int]:
+    """(lo, hi) frames of ``spec`` at ``speed`` under a duration profile."""
+    _check_profile(durations)
+    if durations == "uniform":
+        return spec.frame_range(speed)
+    ranges = _REALISTIC_FRAMES[spec.name]
+    return ranges[("quick", "normal", "slow").index(speed)] if spec.speedable else ranges[1]
+
 
 def _inventory() -> dict[str, ActionSpec]:
     specs = [
@@ -192,6 +241,7 @@ def _inventory() -> dict[str, ActionSpec]:
 #: Action name -> :class:`ActionSpec`. Left/right pairs (turn, sidestep, raise/lower/wave hand,
 #: kick) and clockwise/counterclockwise circles are exact mirror images of each other.
 ACTIONS: dict[str, ActionSpec] = _inventory()
+assert set(_REALISTIC_FRAMES) == set(ACTIONS), "every action needs a realistic duration range"
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,10 +322,14 @@ def _weight(spec: ActionSpec, state: dict) -> float:
     return 1.0
 
 
-def plan_motion(rng: np.random.Generator) -> MotionPlan:
+def plan_motion(rng: np.random.Generator, durations: str = "realistic") -> MotionPlan:
     """Sample 1-4 segments obeying the held state (arms up, seated) and the length limits:
-    each action 20-60 frames (quick 20-30, normal 30-44, slow 44-60; some actions have their
-    own range), total ``MIN_FRAMES <= T <= MAX_FRAMES``."""
+    each action's frames from its range under the ``durations`` profile (:func:`frame_range`;
+    ``uniform``: 20-60 frames, quick 20-30, normal 30-44, slow 44-60), total ``MIN_FRAMES <= T <=
+    MAX_FRAMES`` (too long or, for several short actions, too short: every segment scaled by one
+    factor, none below the profile's shortest)."""
+    _check_profile(durations)
+    shortest = action_frame_limits(durations)[0]
     num_segments = int(rng.choice(4, p=_SEGMENT_COUNT_PROBS)) + 1
     state = {"seated": False, "arm": {"left": False, "right": False}}
     names = list(ACTIONS)
@@ -294,7 +348,7 @@ def plan_motion(rng: np.random.Generator) -> MotionPlan:
             free = [s for s in ("left", "right") if not state["arm"][s]]
             if free:
                 overlay = f"wave_{free[int(rng.integers(len(free)))]}_hand"
-        lo, hi = spec.frame_range(speed)
+        lo, hi = frame_range(spec, speed, durations)
         frames = int(rng.integers(lo, hi + 1))
         segments.append(Segment(name, speed, frames, frames, overlay))
         _apply(spec, state)
@@ -305,10 +359,16 @@ def plan_motion(rng: np.random.Generator) -> MotionPlan:
         only = segments[0]
         active = MIN_FRAMES if ACTIONS[only.action].cyclic else only.frames
         segments = [Segment(only.action, only.speed, MIN_FRAMES, active, only.overlay)]
+    elif total < MIN_FRAMES:
+        # Several short actions (realistic profile): stretch them by one factor to the minimum.
+        sized = [int(np.ceil(s.frames * MIN_FRAMES / total)) for s in segments]
+        while sum(sized) > MIN_FRAMES:
+            sized[int(np.argmax(sized))] -= 1
+        segments = [Segment(s.action, s.speed, f, f, s.overlay) for s, f in zip(segments, sized)]
     elif total > MAX_FRAMES:
         # Shrink proportionally (keeps quick < normal < slow ordering within a motion).
         scale = MAX_FRAMES / total
-        sized = [max(MIN_ACTION_FRAMES, int(s.frames * scale)) for s in segments]
+        sized = [max(shortest, int(s.frames * scale)) for s in segments]
         while sum(sized) > MAX_FRAMES:
             sized[int(np.argmax(sized))] -= 1
         segments = [Segment(s.action, s.speed, f, f, s.overlay) for s, f in zip(segments, sized)]

@@ -65,7 +65,7 @@ import numpy as np
 
 from mate.data.features import feature_layout, joints_to_features, recover_joints
 from mate.data.skeleton import HUMANML3D
-from mate.data.synthetic.actions import ACTIONS, MotionPlan, plan_motion, render_motion
+from mate.data.synthetic.actions import ACTIONS, DURATION_PROFILES, MotionPlan, plan_motion, render_motion
 from mate.data.synthetic.captions import CaptionRecord, generate_captions
 from mate.data.synthetic.kinematics import _Style
 
@@ -153,8 +153,9 @@ def motion_from_plan(plan: MotionPlan, rng: np.random.Generator | None = None,
     return features, joints
 
 
-def generate_motion(seed: int, index: int) -> SyntheticMotion:
-    """Motion number ``index`` of the dataset with ``seed`` (pure function of both).
+def generate_motion(seed: int, index: int, durations: str = "realistic") -> SyntheticMotion:
+    """Motion number ``index`` of the dataset with ``seed`` (pure function of both and of the
+    ``durations`` profile, :data:`.actions.DURATION_PROFILES`).
 
     Two independent generators are spawned from ``SeedSequence([seed, index])``: one for the
     motion (plan, performer style, kinematics), one for the captions, so changing the caption
@@ -166,7 +167,7 @@ def generate_motion(seed: int, index: int) -> SyntheticMotion:
     motion_seq, caption_seq = np.random.SeedSequence([seed, int(index)]).spawn(2)
     motion_rng = np.random.default_rng(motion_seq)
     caption_rng = np.random.default_rng(caption_seq)
-    plan = plan_motion(motion_rng)
+    plan = plan_motion(motion_rng, durations)
     features, joints = motion_from_plan(plan, motion_rng, style=_Style.sample(motion_rng))
     count = 3 + int(caption_rng.random() < FOURTH_CAPTION_PROBABILITY)
     captions = tuple(generate_captions(plan, caption_rng, count))
@@ -274,9 +275,9 @@ def _worker_init() -> None:
         pass
 
 
-def _generate_and_write(task: tuple[str, int, int]) -> tuple[int, list[dict], _Moments]:
-    out_dir, seed, index = task
-    motion = generate_motion(seed, index)
+def _generate_and_write(task: tuple[str, int, int, str]) -> tuple[int, list[dict], _Moments]:
+    out_dir, seed, index, durations = task
+    motion = generate_motion(seed, index, durations)
     _write_motion(Path(out_dir), motion)
     return index, motion.segment_entries(), _Moments.of(motion.features)
 
@@ -307,7 +308,8 @@ class DatasetSummary:
 
 
 def write_dataset(out_dir: str | os.PathLike, num_motions: int, seed: int = 0,
-                  workers: int | None = None, progress: bool | None = None) -> DatasetSummary:
+                  workers: int | None = None, progress: bool | None = None,
+                  durations: str = "realistic") -> DatasetSummary:
     """Generate ``num_motions`` motions and write them in the HumanML3D layout (see the module
     docstring) under ``out_dir`` (created; files of the same names are overwritten).
 
@@ -318,6 +320,8 @@ def write_dataset(out_dir: str | os.PathLike, num_motions: int, seed: int = 0,
         workers: processes (None or 0: 1 below 500 motions, else min(cores, 8)); the output
             does not depend on it.
         progress: tqdm bar (None: only from 1000 motions).
+        durations: how long actions last, ``realistic`` (default) or ``uniform`` (every action
+            1-3 s, the sets made before the profiles existed; :mod:`.actions`).
 
     Returns:
         :class:`DatasetSummary`.
@@ -327,6 +331,8 @@ def write_dataset(out_dir: str | os.PathLike, num_motions: int, seed: int = 0,
         raise ValueError(f"num_motions must be a positive integer, got {num_motions!r}")
     num_motions = int(num_motions)
     seed = _check_seed(seed)
+    if durations not in DURATION_PROFILES:
+        raise ValueError(f"durations must be one of {DURATION_PROFILES}, got {durations!r}")
     workers = _resolve_workers(workers, num_motions)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -338,7 +344,7 @@ def write_dataset(out_dir: str | os.PathLike, num_motions: int, seed: int = 0,
     train[[int(i) for i in splits["train"]]] = True
 
     started = time.perf_counter()
-    tasks = [(str(out), seed, i) for i in range(num_motions)]
+    tasks = [(str(out), seed, i, durations) for i in range(num_motions)]
     show = num_motions >= 1000 if progress is None else bool(progress)
     segments: dict[str, list[dict]] = {}
     moments = _Moments(0, np.zeros(FEATURE_DIM), np.zeros(FEATURE_DIM))
@@ -361,7 +367,7 @@ def write_dataset(out_dir: str | os.PathLike, num_motions: int, seed: int = 0,
 
 
 @contextlib.contextmanager
-def _motion_results(tasks: list[tuple[str, int, int]], workers: int) -> Iterator[Iterable]:
+def _motion_results(tasks: list[tuple[str, int, int, str]], workers: int) -> Iterator[Iterable]:
     """The results of :func:`_generate_and_write` for ``tasks``, in task order: in this process
     (``workers <= 1``) or from a pool of ``workers`` processes, closed and joined on exit."""
     if workers <= 1:
@@ -419,7 +425,7 @@ def _parse_int(name: str, value: str, minimum: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> DatasetSummary:
     """``python -m mate.data.synthetic --out DIR --motions N --seed S [--workers W]
-    [--progress/--no-progress]``. Raises ValueError naming the bad argument."""
+    [--progress/--no-progress] [--durations realistic|uniform]``. Raises ValueError naming the bad argument."""
     parser = argparse.ArgumentParser(
         prog="python -m mate.data.synthetic",
         description="Write the synthetic compositional text-motion benchmark in the HumanML3D "
@@ -434,13 +440,16 @@ def main(argv: Sequence[str] | None = None) -> DatasetSummary:
                              "for any value")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show a progress bar (default: from 1000 motions)")
+    parser.add_argument("--durations", choices=DURATION_PROFILES, default="realistic",
+                        help="how long actions last: realistic (default; a long walk beside a short "
+                             "kick) or uniform (every action 1-3 s, as sets made before this option)")
     args = parser.parse_args(argv)
     if not str(args.out).strip():
         raise ValueError("--out must be a directory path, got an empty string")
     summary = write_dataset(args.out, _parse_int("--motions", args.motions, 1),
                             seed=_parse_int("--seed", args.seed, 0),
                             workers=_parse_int("--workers", args.workers, 0),
-                            progress=args.progress)
+                            progress=args.progress, durations=args.durations)
     print(f"wrote {summary.num_motions} motions, {summary.num_captions} captions, "
           f"{summary.num_frames} frames to {summary.out_dir} "
           f"(train/val/test {summary.split_sizes['train']}/{summary.split_sizes['val']}/"
