@@ -26,10 +26,19 @@ class SeededSamples(Dataset):
     a plain index (epoch 0). Each item gets ``sample_seed`` (the :class:`Collator` draws its word
     from it) and, when ``crop_frames`` is set, a random window of at most that many frames (the
     base dataset must then return uncropped clips). The same sample is thus identical whichever
-    rank or DataLoader worker loads it, and after a resume."""
+    rank or DataLoader worker loads it, and after a resume. With ``subclip_probability`` > 0 an
+    item is, with that probability, replaced by a random sub-clip of its window (at least
+    ``min_subclip_frames`` long, uniform length and position) with the same caption: stage 0's
+    augmentation for the segmentation cost model (``--subclip-crops``)."""
 
-    def __init__(self, dataset, seed: int, crop_frames: int | None = None):
+    def __init__(self, dataset, seed: int, crop_frames: int | None = None, subclip_probability: float = 0.0,
+                 min_subclip_frames: int = 20):
+        if not 0.0 <= subclip_probability <= 1.0:
+            raise ValueError(f"subclip_probability must be in [0, 1], got {subclip_probability}")
+        if min_subclip_frames < 1:
+            raise ValueError(f"min_subclip_frames must be >= 1, got {min_subclip_frames}")
         self.dataset, self.seed, self.crop_frames = dataset, int(seed) % 2**63, crop_frames
+        self.subclip_probability, self.min_subclip_frames = float(subclip_probability), int(min_subclip_frames)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -47,6 +56,17 @@ class SeededSamples(Dataset):
             item["start_frame"] = item["start_frame"] + offset
             item["end_frame"] = item["start_frame"] + self.crop_frames
         item["sample_seed"] = int(rng.integers(0, 2**63 - 1))
+        if self.subclip_probability > 0 and rng.random() < self.subclip_probability \
+                and item["length"] > self.min_subclip_frames:
+            # A random sub-clip of the window, paired with the whole caption (TMR-style): the
+            # motion encoder then also learns short clips, which the segmentation scores.
+            length = int(rng.integers(self.min_subclip_frames, item["length"] + 1))
+            offset = int(rng.integers(0, item["length"] - length + 1))
+            item = dict(item)
+            item["motion"] = item["motion"][offset:offset + length]
+            item["length"] = length
+            item["start_frame"] = item["start_frame"] + offset
+            item["end_frame"] = item["start_frame"] + length
         return item
 
 
@@ -119,7 +139,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def make_loader(dataset, collate, batch_size: int, seed: int, num_workers: int = 0, shuffle: bool = True,
                 crop_frames: int | None = None, world_size: int = 1, rank: int = 0,
-                drop_last: bool = True) -> DataLoader:
+                drop_last: bool = True, subclip_probability: float = 0.0, min_subclip_frames: int = 20) -> DataLoader:
     """A DataLoader over :class:`SeededSamples` with a :class:`mate.distributed.GlobalBatchSampler`
     (``batch_size`` is the global batch; this rank gets its slice). Its generator is its own, so
     iterating never touches the global torch RNG."""
@@ -127,7 +147,8 @@ def make_loader(dataset, collate, batch_size: int, seed: int, num_workers: int =
                                        shuffle=shuffle, drop_last=drop_last)
     g = torch.Generator()
     g.manual_seed(seed % 2**63)
-    return DataLoader(SeededSamples(dataset, seed, crop_frames), batch_sampler=sampler, collate_fn=collate,
+    samples = SeededSamples(dataset, seed, crop_frames, subclip_probability, min_subclip_frames)
+    return DataLoader(samples, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, generator=g)
 
 

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-negatives", choices=["literal", "exclude-lemma"], default="literal",
                    help="how L_cross picks its negatives N(i): literal (the paper: the 8 captions least similar to "
                         "Proj(WE(w_i))) or exclude-lemma (the same among captions without w_i's lemma)")
+    p.add_argument("--subclip-crops", type=float, default=0.0, metavar="P",
+                   help="stage 0: train on a random sub-clip (1 s to the whole clip) of a motion with probability "
+                        "P, paired with its whole caption, so the segmentation cost model also knows short clips "
+                        "(default 0)")
     for name in LOSS_NAMES:
         p.add_argument(f"--no-{name}", action="store_true", help=f"drop L_{name} (ablation)")
     p.add_argument("--lambda-word", type=float, default=None,

@@ -64,6 +64,7 @@ class TrainConfig:
     subtexts: Path | None = None        # JSONL of imported LLM answers
     prior: str = "gaussian"
     cross_negatives: str = "literal"    # how L_cross picks N(i): literal | exclude_lemma
+    subclip_crops: float = 0.0          # stage 0: probability of training on a random sub-clip
     no_rec: bool = False
     no_sent: bool = False
     no_self: bool = False
@@ -137,6 +138,9 @@ class TrainConfig:
         if self.prior not in PRIOR_VARIANTS:
             raise ConfigError(f"--prior {self.prior!r}: choose from {', '.join(PRIOR_VARIANTS)}")
         from mate.model.mate_model import CROSS_NEGATIVE_RULES
+
+        if not 0.0 <= self.subclip_crops <= 1.0:
+            raise ConfigError(f"--subclip-crops must be a probability in [0, 1], got {self.subclip_crops}")
 
         if self.cross_negatives not in CROSS_NEGATIVE_RULES:
             raise ConfigError(f"--cross-negatives {self.cross_negatives!r}: choose from "

@@ -56,6 +56,13 @@ def main_process_first(fn, *args, **kwargs):
 #: MATEConfig fields that only the word losses read and that are left out of stage 0's cache key
 #: (older fields of that kind stay in it at their defaults, as they always were).
 STAGE0_UNREAD_SETTINGS = ("cross_negatives",)
+#: The shortest sub-clip stage 0's --subclip-crops draws (one second: two segmentation grid units).
+SUBCLIP_MIN_SECONDS = 1.0
+
+
+def dataset_fps(dataset) -> float:
+    """Frames per second of a dataset (or of a Subset of one)."""
+    return float(getattr(dataset, "fps", None) or dataset.dataset.fps)
 
 
 def captions_fingerprint(records) -> str:
@@ -258,12 +265,14 @@ class _Stages:
         self.memory[stage] = mem.as_dict()
         log.info("memory: %s", mem)
 
-    def loaders(self, dataset, collate, val_dataset, val_collate):
+    def loaders(self, dataset, collate, val_dataset, val_collate, subclip_probability: float = 0.0):
         from mate.data.dataset import DEFAULT_CROP_FRAMES
 
         c = self.config
         train = make_loader(dataset, collate, c.batch_size, c.seed, num_workers=c.num_workers,
-                            crop_frames=DEFAULT_CROP_FRAMES, world_size=self.env.world_size, rank=self.env.rank)
+                            crop_frames=DEFAULT_CROP_FRAMES, world_size=self.env.world_size, rank=self.env.rank,
+                            subclip_probability=subclip_probability,
+                            min_subclip_frames=max(1, round(SUBCLIP_MIN_SECONDS * dataset_fps(dataset))))
         val = None
         if val_dataset is not None and len(val_dataset) > 0:
             val = make_loader(val_dataset, val_collate, c.batch_size, c.seed, shuffle=False, drop_last=False)
@@ -373,9 +382,10 @@ def _stage0_and_segments(stages: _Stages, train_set, view, val_set, subtexts, vo
     seed_everything(stage_seed(config.seed, 0))
     encoder = build_text_encoder(config.encoder)
     model0 = stages.model(encoder, train_set.feature_dim, len(vocab), word_losses=False)
-    key0 = stages.stage_key(0, config.stage0_epochs, model0)
+    crops = {"subclip_crops": config.subclip_crops} if config.subclip_crops else {}   # 0: the key it always had
+    key0 = stages.stage_key(0, config.stage0_epochs, model0, **crops)
     train0, val0 = stages.loaders(train_set, Collator(encoder, seed=config.seed), val_set,
-                                  Collator(encoder, seed=config.seed))
+                                  Collator(encoder, seed=config.seed), subclip_probability=config.subclip_crops)
     with stages.measured("stage0"):
         summary = {"stage0": train_stage("stage0", model0, train0, val0, config, stages.device, stages.run,
                                          config.stage0_epochs, stages.metrics, key0)}
