@@ -23,8 +23,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=64, epochs=100, stage0_epochs=100, lr_word=1e-5, lr=1e-4, weight_decay=0.01,
         d_model=512, motion_layers=6, motion_heads=4, motion_ff=1024, synthetic_motions=14616,
     ),
+    # cpu-small: 8 + 20 epochs (120 + 300 steps on the default 200-motion set), chosen under the
+    # plug-and-play protocol and the segmentation's boundary error (README, "Evaluate").
     "cpu-small": dict(
-        batch_size=32, epochs=6, stage0_epochs=4, lr_word=2e-4, lr=2e-4, weight_decay=0.01,
+        batch_size=32, epochs=20, stage0_epochs=8, lr_word=2e-4, lr=2e-4, weight_decay=0.01,
         d_model=128, motion_layers=2, motion_heads=4, motion_ff=256, synthetic_motions=200,
     ),
 }
