@@ -14,7 +14,13 @@ measures both on a run's captions:
 * ``cross_motion_cos``: mean cos(f^{m_i}_{w_i}, f^{m_j}_{w_i}) over the same pairs (the same word
   on two motions; L_cross pushes its absolute value towards 0), and ``cross_loss``, L_cross.
 
-``python -m mate.diagnostics RUN`` prints them and writes ``RUN/eval/word_queries.json``.
+The paper's Fig. 7 picture (:func:`word_query_features`, drawn by
+:func:`mate.plots.plot_word_query_features`): each antonym word queries every test motion (no
+prior); features that reflect the motion separate the motions whose caption has the word from
+those whose caption does not; features that reflect the query cluster by word whatever the motion.
+
+``python -m mate.diagnostics RUN`` prints the numbers and writes ``RUN/eval/word_queries.json``
+and ``RUN/eval/word_queries.png``.
 """
 from __future__ import annotations
 
@@ -26,7 +32,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["word_query_diagnostics", "main"]
+__all__ = ["word_query_diagnostics", "word_query_features", "main"]
+
+#: The words of the Fig. 7 picture: three antonym pairs.
+PICTURE_WORDS = ("left", "right", "clockwise", "counterclockwise", "forward", "backward")
 
 
 @torch.no_grad()
@@ -96,6 +105,40 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
             "split": split}
 
 
+@torch.no_grad()
+def word_query_features(run_dir: str | Path, words: Sequence[str] = PICTURE_WORDS, split: str = "test",
+                        max_motions: int = 120) -> dict:
+    """f^{m_j}_w [len(words) * M, D] float32 for every word w querying each of M distinct clips
+    of ``split`` (no prior), with ``word`` [N] (index into ``words``) and ``has_word`` [N] bool
+    (whether any caption of clip j contains w as a word)."""
+    import numpy as np
+
+    from mate import rundir
+    from mate.data.dataset import MotionTextDataset, collate_motion_text, distinct_clips
+    from mate.text.vocab import split_words
+
+    model = rundir.load_stage_model(run_dir, 1)
+    dataset = MotionTextDataset(rundir.data_root(run_dir), split, crop="start")
+    clip_of, first = distinct_clips(dataset.records)
+    first = list(first)[:max_motions]
+    if not first:
+        raise ValueError(f"split {split!r} has no motion")
+    words_of_clip = [set() for _ in first]
+    for i, r in enumerate(dataset.records):
+        if clip_of[i] < len(first):
+            words_of_clip[clip_of[i]].update(w.lower() for w in split_words(r.caption.text))
+    batch = collate_motion_text([dataset[i] for i in first])
+    frames, _ = model.encode_motion(batch["motion"], batch["lengths"])
+    queries = model.encode_words(model.text_encoder.word_token_ids(list(words)))      # [W, D]
+    M, W = len(first), len(words)
+    word_idx = torch.arange(W).repeat_interleave(M)
+    motion_idx = torch.arange(M).repeat(W)
+    zeros = torch.zeros(W * M)
+    features = model.localise_words(queries[word_idx], frames, batch["lengths"], motion_idx, zeros, zeros)
+    has = np.array([words[w] in words_of_clip[m] for w, m in zip(word_idx.tolist(), motion_idx.tolist())])
+    return {"features": features.float().numpy(), "word": word_idx.numpy(), "has_word": has, "words": list(words)}
+
+
 def _negatives_of(model, batch, features) -> torch.Tensor:
     from mate.model.losses import cross_negatives
 
@@ -109,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("run", type=Path, help="a finished mate.train run directory")
     p.add_argument("--split", default="train")
     p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--figure-split", default="test", help="the motions of the Fig. 7 picture (default: test)")
+    p.add_argument("--no-figure", action="store_true")
     args = p.parse_args(argv)
     from mate.atomic import atomic_write_json
     from mate.rundir import RunDirectoryError
@@ -121,6 +166,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{k:18s} {v:.4f}" if isinstance(v, float) else f"{k:18s} {v}")
     (args.run / "eval").mkdir(exist_ok=True)
     atomic_write_json(args.run / "eval" / "word_queries.json", out)
+    if not args.no_figure:
+        from mate.plots import plot_word_query_features
+
+        try:
+            picture = plot_word_query_features(word_query_features(args.run, split=args.figure_split),
+                                               args.run / "eval" / "word_queries.png")
+        except ValueError as err:
+            raise SystemExit(f"error: figure: {err}") from None
+        print(f"wrote {picture}")
     return out
 
 

@@ -118,6 +118,38 @@ def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, comps, ratio
 
 
+# ------------------------------------------------------------------------- word queries
+def plot_word_query_features(data: Mapping, path: PathLike) -> Path:
+    """The paper's Fig. 7: localised word features f^{m_j}_w (``data`` from
+    :func:`mate.diagnostics.word_query_features`: ``features`` [N, D], ``word`` [N], ``has_word``
+    [N], ``words``) in the 2-D PCA of all of them; colour = the querying word, filled = motion j's
+    caption contains the word, hollow = it does not. Disentangled features separate filled from
+    hollow; features that encode the query cluster by colour whatever the motion."""
+    features = np.asarray(data["features"], dtype=np.float64)
+    word, has = np.asarray(data["word"]), np.asarray(data["has_word"], dtype=bool)
+    if features.ndim != 2 or not (len(features) == len(word) == len(has)) or len(features) < 2:
+        raise ValueError(f"features [N, D], word [N] and has_word [N] must agree, got {features.shape}, "
+                         f"{word.shape}, {has.shape}")
+    mean, comps, ratio = _pca_2d(features)
+    xy = (features - mean) @ comps.T
+    fig = _new_figure(6.4, 5.2)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = [f"C{k % 10}" for k in range(len(data["words"]))]
+    for k, name in enumerate(data["words"]):
+        for filled in (True, False):
+            sel = (word == k) & (has == filled)
+            if sel.any():
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=14, linewidths=0.8,
+                           facecolors=colours[k] if filled else "none", edgecolors=colours[k],
+                           label=f"{name} ({'in caption' if filled else 'not in caption'})")
+    ax.set_xlabel(f"PC 1 ({ratio[0]:.0%})")
+    ax.set_ylabel(f"PC 2 ({ratio[1]:.0%})")
+    ax.set_title("Localised word features f^m_w (each word queries every motion)", fontsize=9)
+    ax.legend(fontsize=6.5, ncol=2, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # ------------------------------------------------------------------------- word embeddings
 def plot_word_embedding_map(encoders: Mapping[str, object], words, path: PathLike,
                             title: str | None = None) -> Path:

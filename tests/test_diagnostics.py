@@ -49,9 +49,28 @@ def test_shortcut_test_counts_match_a_recomputation(tiny_run):
     assert out["cross_accuracy"] == pytest.approx(float(((pred == f.words.target[:, None]) & keep).sum()) / int(keep.sum()))
 
 
+def test_word_query_features_are_the_localised_queries(tiny_run):
+    data = diagnostics.word_query_features(tiny_run, ("left", "right"), split="train", max_motions=5)
+    f, word, has = data["features"], data["word"], data["has_word"]
+    assert f.shape[0] == word.shape[0] == has.shape[0] == 10 and f.dtype.name == "float32"
+    assert word.tolist() == [0] * 5 + [1] * 5
+    model = rundir.load_stage_model(tiny_run, 1)
+    from mate.data.dataset import MotionTextDataset, collate_motion_text, distinct_clips
+
+    dataset = MotionTextDataset(rundir.data_root(tiny_run), "train", crop="start")
+    _, first = distinct_clips(dataset.records)
+    batch = collate_motion_text([dataset[first[3]]])
+    with torch.no_grad():
+        frames, _ = model.encode_motion(batch["motion"], batch["lengths"])
+        q = model.encode_words(model.text_encoder.word_token_ids(["right"]))
+        one = model.localise_words(q, frames, batch["lengths"], torch.tensor([0]), torch.zeros(1), torch.zeros(1))
+    torch.testing.assert_close(torch.from_numpy(f[5 + 3]), one[0], rtol=1e-4, atol=1e-5)
+
+
 def test_shortcut_cli_writes_json_and_reports_errors(tiny_run, tmp_path, capsys):
-    out = diagnostics.main([str(tiny_run), "--batches", "1"])
+    out = diagnostics.main([str(tiny_run), "--batches", "1", "--figure-split", "train"])
     assert json.loads((tiny_run / "eval" / "word_queries.json").read_text()) == out
+    assert (tiny_run / "eval" / "word_queries.png").read_bytes()[:4] == b"\x89PNG"
     assert "cross_accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: "):
         diagnostics.main([str(tmp_path / "nowhere")])
