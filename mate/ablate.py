@@ -24,7 +24,11 @@ only through the word losses (the switches, lambda1, the prior), so every varian
 stage-0 key. ``--no-share-stage0`` runs every variant from scratch instead.
 
 Outputs: ``DIR/<variant>/`` (a complete run directory with ``eval/metrics.json``),
-``DIR/ablation.md`` (Markdown tables) and ``DIR/ablation.json``. Re-running skips finished
+``DIR/ablation.md`` (Markdown tables, co-trained protocol) and ``DIR/ablation.json``; and, with
+``--protocol plug-and-play`` or ``both`` (the default), ``DIR/ablation_plug_and_play.md`` /
+``.json``: every variant's frozen encoder, the original and the shared stage-0 table through fresh
+downstream probes (:mod:`mate.plug_and_play`; for generated data on a 2,100-motion probe set made
+once in ``DIR/probe_data``). Re-running skips finished
 variants (same settings); an interrupted variant resumes through ``mate.train``'s own caching.
 ``--quick`` is a tiny configuration for tests (16 motions, a few optimizer steps).
 """
@@ -136,12 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="re-run finished variants (mate.train still reuses its cached stages) and re-evaluate them")
     g = p.add_argument_group("plug-and-play protocol (mate.plug_and_play)")
-    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="co-trained",
-                   help="co-trained: each variant scored through its own heads (the tables above; default); "
+    g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="both",
+                   help="co-trained: each variant scored through its own heads (the tables above); "
                         "plug-and-play: every variant's frozen stage-1 encoder, the original and the shared "
-                        "stage-0 table through fresh downstream probes, in one comparison; both")
+                        "stage-0 table through fresh downstream probes, in one comparison (the paper's "
+                        "protocol); both (default)")
     g.add_argument("--probe-data", type=Path, default=None,
-                   help="dataset of the probes (default: the variants' dataset)")
+                   help="dataset of the probes (default: with generated data, a 2,100-motion synthetic set "
+                        "made once in OUT/probe_data; with --data or --quick, the variants' dataset)")
     g.add_argument("--seeds", type=int, default=None, help="probe seeds (default 5; 2 with --quick)")
     g.add_argument("--probe-epochs", type=int, default=None, help="probe epochs (default 30; 2 with --quick)")
     return p
@@ -429,9 +435,23 @@ def run_ablation(args: argparse.Namespace, evaluate_fn: Callable | None = None) 
     if args.protocol in ("plug-and-play", "both"):
         done = [v.name for v in VARIANTS if results.get(v.name, {}).get("status") == "done"]
         if done:
-            results["plug_and_play"] = plug_and_play_table(out, done, args.probe_data or data_dir,
+            results["plug_and_play"] = plug_and_play_table(out, done, _probe_data(args, out, data_dir),
                                                            _probe_config(args), args.eval_split)
     return results
+
+
+def _probe_data(args: argparse.Namespace, out: Path, data_dir: Path) -> Path:
+    """--probe-data; else, for generated data, the larger synthetic probe set of
+    :func:`mate.plug_and_play.probe_data` (in OUT/probe_data); else the variants' dataset."""
+    from mate.plug_and_play import PROBE_SET_MOTIONS, PROBE_SET_SEED
+
+    if args.probe_data is not None:
+        if not args.probe_data.is_dir():
+            raise SystemExit(f"error: --probe-data {args.probe_data} is not a directory")
+        return args.probe_data
+    if args.data is None and not args.quick:
+        return synthetic_dataset((out / "probe_data").resolve(), PROBE_SET_MOTIONS, PROBE_SET_SEED)
+    return data_dir
 
 
 def _probe_config(args: argparse.Namespace):
