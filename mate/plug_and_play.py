@@ -515,7 +515,7 @@ def encoders_of_run(run_dir: str | Path, extra: dict[str, str | Path] | None = N
     return out
 
 
-def probe_data(run_dir: str | Path, override: str | Path | None = None) -> Path:
+def probe_data(run_dir: str | Path, override: str | Path | None = None, progress: bool | None = None) -> Path:
     """The dataset the probes of a run train and are scored on: ``override`` when given; for a run
     trained on a generated synthetic set, a larger synthetic set (:data:`PROBE_SET_MOTIONS`
     motions, seed :data:`PROBE_SET_SEED`) generated once into ``RUN/eval/probe_data`` (seconds);
@@ -527,7 +527,8 @@ def probe_data(run_dir: str | Path, override: str | Path | None = None) -> Path:
     if rundir.read_manifest(run_dir).get("synthetic_data"):
         from mate.train.pipeline import synthetic_dataset
 
-        return synthetic_dataset(rundir.RunDir(Path(run_dir)).eval / "probe_data", PROBE_SET_MOTIONS, PROBE_SET_SEED)
+        return synthetic_dataset(rundir.RunDir(Path(run_dir)).eval / "probe_data", PROBE_SET_MOTIONS, PROBE_SET_SEED,
+                                 progress=None if progress else False)
     return rundir.data_root(run_dir)
 
 
@@ -540,7 +541,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, confi
     from mate.atomic import atomic_write_json, atomic_write_text
 
     run = rundir.check_run_dir(run_dir, stages=(0,))
-    data = probe_data(run.root, data_root)
+    data = probe_data(run.root, data_root, progress)
     results = compare_encoders(encoders_of_run(run.root, extra), data, config, split=split, progress=progress)
     results["run_dir"], results["data_root"] = str(run.root.resolve()), str(Path(data).resolve())
     if write:

@@ -94,7 +94,8 @@ def file_fingerprint(path: Path | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------ text stages
-def synthetic_dataset(root: Path, motions: int, seed: int, durations: str = "realistic") -> Path:
+def synthetic_dataset(root: Path, motions: int, seed: int, durations: str = "realistic",
+                      progress: bool | None = None) -> Path:
     """A synthetic set of ``motions`` motions generated from ``seed`` (with the ``durations``
     profile of :mod:`mate.data.synthetic.actions`) into ``root`` (by rank 0), unless the one there
     already is (``root.done`` holds the key). Generated beside ``root`` and renamed into place:
@@ -111,7 +112,7 @@ def synthetic_dataset(root: Path, motions: int, seed: int, durations: str = "rea
                            "(is the run directory on a filesystem every rank sees?)")
     log.info("data: generating %d synthetic motions into %s", motions, root)
     with atomic_directory(root, overwrite=True) as staging:
-        synthetic.write_dataset(staging, num_motions=motions, seed=seed, durations=durations)
+        synthetic.write_dataset(staging, num_motions=motions, seed=seed, durations=durations, progress=progress)
     mark_done(root, key)
     return root
 
