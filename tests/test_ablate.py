@@ -113,7 +113,7 @@ def test_quick_run_of_two_variants_shares_stage0(tiny_synthetic_dataset, tiny_hf
     except ImportError:
         evaluate_fn = _stub_evaluate
     argv = ["--quick", "--out", str(tmp_path / "abl"), "--data", str(tiny_synthetic_dataset), "--device", "cpu",
-            "--encoder", f"hf:{tiny_hf_encoder_dir}", "--variants", "mate,prior_binary"]
+            "--encoder", f"hf:{tiny_hf_encoder_dir}", "--variants", "mate,prior_binary", "--eval-split", "train"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models; oversubscribed threads only slow a shared machine down
     try:
@@ -121,7 +121,10 @@ def test_quick_run_of_two_variants_shares_stage0(tiny_synthetic_dataset, tiny_hf
     finally:
         torch.set_num_threads(threads)
     out = tmp_path / "abl"
-    assert set(results) == {"mate", "prior_binary"}
+    assert set(results) == {"mate", "prior_binary", "plug_and_play"}   # --protocol both, the default
+    assert list(results["plug_and_play"]["encoders"]) == ["original", "baseline", "mate", "prior_binary"]
+    assert (out / "ablation_plug_and_play.md").is_file()
+    results = {k: v for k, v in results.items() if k != "plug_and_play"}
     assert all(r["status"] == "done" for r in results.values())
     assert not results["mate"]["stage0_shared"] and results["prior_binary"]["stage0_shared"]
     # The shared stage 0 was not retrained; stage 1 used the variant's prior.
