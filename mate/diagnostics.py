@@ -62,7 +62,8 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
     else:
         segments = {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]}
                     for r in dataset.records}
-    words = word_samples(dataset.records, segments, vocab)
+    sampling = rundir.read_manifest(run.root).get("config", {}).get("word_sampling", "paper")
+    words = word_samples(dataset.records, segments, vocab, sampling)
     usable = [i for i, r in enumerate(dataset.records) if words.get(r.caption.key)]
     if not usable:
         raise ValueError(f"split {split!r} of {rundir.data_root(run.root)} has no caption with a vocabulary word")

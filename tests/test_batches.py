@@ -40,3 +40,34 @@ def test_subclip_crops_are_seeded_contiguous_and_bounded():
     assert sum(every[(0, i)]["length"] < 25 + i for i in range(40)) >= 30
     with pytest.raises(ValueError, match="subclip_probability"):
         SeededSamples(Clips(), seed=3, subclip_probability=1.5)
+
+
+def test_motion_words_sampling_skips_subjects_and_merges_synonyms():
+    """--word-sampling motion-words: no subject noun is sampled, a synonym gets its canonical
+    word's prototype, every other word keeps its own; paper sampling is unchanged."""
+    from types import SimpleNamespace
+
+    from mate.text.antonyms import PROTOTYPE_SYNONYMS, SUBJECT_WORDS
+    from mate.text.vocab import build_vocabulary
+    from mate.train.pipeline import word_samples
+
+    captions = ["a person rapidly walks forwards then waves the left hand",
+                "the man quickly turns left and walks forward slowly"]
+    records = [SimpleNamespace(caption=SimpleNamespace(key=str(i), text=t, tokens=()), num_frames=60)
+               for i, t in enumerate(captions)]
+    vocab = build_vocabulary(captions)
+    segments = {str(i): {"subtexts": [t], "bounds_frames": [0, 60]} for i, t in enumerate(captions)}
+    paper = word_samples(records, segments, vocab)
+    motion = word_samples(records, segments, vocab, "motion-words")
+    lemma = vocab.index_to_word
+    for key in paper:
+        kept = [row for row in paper[key] if lemma[row[1]] not in SUBJECT_WORDS]
+        assert len(motion[key]) == len(kept) < len(paper[key])
+        for (word, i, s, e), (word2, j, s2, e2) in zip(kept, motion[key]):
+            assert (word, s, e) == (word2, s2, e2)
+            canonical = PROTOTYPE_SYNONYMS.get(lemma[i])
+            assert lemma[j] == (canonical if canonical in vocab else lemma[i])
+    assert any(lemma[i] == "rapidly" for _, i, _, _ in paper["0"])
+    assert not any(lemma[j] == "rapidly" for _, j, _, _ in motion["0"])
+    with pytest.raises(ValueError, match="word sampling"):
+        word_samples(records, segments, vocab, "all")

@@ -16,8 +16,19 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ANTONYM_GROUPS", "SYNONYM_GROUPS", "ANTONYM_WORD_PAIRS", "FIGURE_WORD_PAIRS", "WordSwap", "AntonymSwap",
+__all__ = ["ANTONYM_GROUPS", "SYNONYM_GROUPS", "PROTOTYPE_SYNONYMS", "SUBJECT_WORDS", "ANTONYM_WORD_PAIRS", "FIGURE_WORD_PAIRS", "WordSwap", "AntonymSwap",
            "word_swaps", "antonym_swaps", "synonym_swaps", "word_embedding_vectors"]
+
+#: Lemmas that name the same movement as another lemma: with ``--word-sampling motion-words`` a
+#: sampled word of the left column gets the prototype of the right one (one prototype per meaning,
+#: so L_self never asks a motion to tell "rapidly" from "quickly").
+PROTOTYPE_SYNONYMS: dict[str, str] = {
+    "rapidly": "quickly", "fast": "quickly", "slow": "slowly", "anticlockwise": "counterclockwise",
+    "forwards": "forward", "backwards": "backward",
+}
+#: Lemmas that name who moves, not how: never sampled with ``--word-sampling motion-words``.
+SUBJECT_WORDS = frozenset({"person", "man", "woman", "figure", "human", "guy", "individual", "someone", "somebody",
+                           "people", "character", "actor", "subject", "boy", "girl", "lady"})
 
 #: Word pair -> {word as written: its antonym}. Matching is case-insensitive on whole words
 #: (a hyphen separates words: "left-hand" -> "right-hand"); multi-word and hyphenated spellings

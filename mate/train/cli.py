@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-negatives", choices=["literal", "exclude-lemma"], default="literal",
                    help="how L_cross picks its negatives N(i): literal (the paper: the 8 captions least similar to "
                         "Proj(WE(w_i))) or exclude-lemma (the same among captions without w_i's lemma)")
+    p.add_argument("--word-sampling", choices=["paper", "motion-words"], default="paper",
+                   help="stage 1's sampled words: paper (every vocabulary word, one prototype each; default) or "
+                        "motion-words (subject nouns such as 'person' not sampled; synonyms such as "
+                        "quickly/rapidly/fast share one prototype)")
     p.add_argument("--subclip-crops", type=float, default=0.0, metavar="P",
                    help="stage 0: train on a random sub-clip (1 s to the whole clip) of a motion with probability "
                         "P, paired with its whole caption, so the segmentation cost model also knows short clips "

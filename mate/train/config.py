@@ -67,6 +67,7 @@ class TrainConfig:
     prior: str = "gaussian"
     cross_negatives: str = "literal"    # how L_cross picks N(i): literal | exclude_lemma
     subclip_crops: float = 0.0          # stage 0: probability of training on a random sub-clip
+    word_sampling: str = "paper"        # stage 1: paper | motion-words (mate.train.pipeline.word_samples)
     no_rec: bool = False
     no_sent: bool = False
     no_self: bool = False
@@ -141,6 +142,8 @@ class TrainConfig:
             raise ConfigError(f"--prior {self.prior!r}: choose from {', '.join(PRIOR_VARIANTS)}")
         from mate.model.mate_model import CROSS_NEGATIVE_RULES
 
+        if self.word_sampling not in ("paper", "motion-words"):
+            raise ConfigError(f"--word-sampling {self.word_sampling!r}: choose from paper, motion-words")
         if not 0.0 <= self.subclip_crops <= 1.0:
             raise ConfigError(f"--subclip-crops must be a probability in [0, 1], got {self.subclip_crops}")
 

@@ -56,6 +56,8 @@ def main_process_first(fn, *args, **kwargs):
 #: MATEConfig fields that only the word losses read and that are left out of stage 0's cache key
 #: (older fields of that kind stay in it at their defaults, as they always were).
 STAGE0_UNREAD_SETTINGS = ("cross_negatives",)
+#: How stage 1 samples its words (:func:`word_samples`).
+WORD_SAMPLING = ("paper", "motion-words")
 #: The shortest sub-clip stage 0's --subclip-crops draws (one second: two segmentation grid units).
 SUBCLIP_MIN_SECONDS = 1.0
 
@@ -222,9 +224,17 @@ def compute_segments(model, view, subtexts: dict, run: RunDir, device, key: str,
     return segments
 
 
-def word_samples(records, segments: dict, vocab) -> dict[str, list[tuple]]:
-    """Per caption key: the (surface word, prototype index, segment start, end) it can sample."""
+def word_samples(records, segments: dict, vocab, sampling: str = "paper") -> dict[str, list[tuple]]:
+    """Per caption key: the (surface word, prototype index, segment start, end) it can sample.
+
+    ``sampling``: ``paper`` (every vocabulary word, its own prototype) or ``motion-words`` (words
+    naming who moves, :data:`mate.text.antonyms.SUBJECT_WORDS`, are not sampled, and synonyms take
+    one prototype, :data:`mate.text.antonyms.PROTOTYPE_SYNONYMS`)."""
+    from mate.text.antonyms import PROTOTYPE_SYNONYMS, SUBJECT_WORDS
     from mate.text.vocab import locate_words
+
+    if sampling not in WORD_SAMPLING:
+        raise ValueError(f"word sampling must be one of {WORD_SAMPLING}, got {sampling!r}")
 
     out = {}
     for r in records:
@@ -234,7 +244,12 @@ def word_samples(records, segments: dict, vocab) -> dict[str, list[tuple]]:
             found = locate_words(words, seg["subtexts"], seg["bounds_frames"], vocab=vocab, lemmas=lemmas)
         except ValueError:  # sub-texts that do not use the caption's words (e.g. merged): whole clip
             found = locate_words(words, [" ".join(words)], [0, seg["bounds_frames"][-1]], vocab=vocab, lemmas=lemmas)
-        out[r.caption.key] = [(w.word, w.vocab_index, w.start_frame, w.end_frame) for w in found]
+        rows = [(w.word, w.vocab_index, w.start_frame, w.end_frame) for w in found]
+        if sampling == "motion-words":
+            lemma = vocab.index_to_word
+            rows = [(word, vocab.word_to_index.get(PROTOTYPE_SYNONYMS.get(lemma[i], ""), i), s, e)
+                    for word, i, s, e in rows if lemma[i] not in SUBJECT_WORDS]
+        out[r.caption.key] = rows
     return out
 
 
@@ -403,12 +418,12 @@ def _stage1(stages: _Stages, train_set, val_set, segments: dict, vocab) -> tuple
     from mate.text.encoders import build_text_encoder
 
     config = stages.config
-    words = word_samples(train_set.records, segments, vocab)
+    words = word_samples(train_set.records, segments, vocab, config.word_sampling)
     val_words = None
     if val_set is not None:
         val_segments = {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]}
                         for r in val_set.records}
-        val_words = word_samples(val_set.records, val_segments, vocab)
+        val_words = word_samples(val_set.records, val_segments, vocab, config.word_sampling)
     seed_everything(stage_seed(config.seed, 1))
     encoder = build_text_encoder(config.encoder)
     model1 = stages.model(encoder, train_set.feature_dim, len(vocab), word_losses=True)
@@ -426,7 +441,8 @@ def _stage1(stages: _Stages, train_set, val_set, segments: dict, vocab) -> tuple
         val_subset = Subset(val_set, [i for i, r in enumerate(val_set.records) if val_words[r.caption.key]])
     train1, val1 = stages.loaders(Subset(train_set, usable), Collator(encoder, words, seed=config.seed),
                                   val_subset, Collator(encoder, val_words, seed=config.seed))
-    key1 = stages.stage_key(1, config.epochs, model1, segments=fingerprint(segments))
+    sampling = {"word_sampling": config.word_sampling} if config.word_sampling != "paper" else {}
+    key1 = stages.stage_key(1, config.epochs, model1, segments=fingerprint(segments), **sampling)
     with stages.measured("stage1"):
         summary = train_stage("stage1", model1, train1, val1, config, stages.device, stages.run, config.epochs,
                               stages.metrics, key1)
