@@ -49,25 +49,26 @@ class SeededSamples(Dataset):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), int(index)]))
         length = item["length"]
         if self.crop_frames is not None and length > self.crop_frames:
-            offset = int(rng.integers(0, length - self.crop_frames + 1))
-            item = dict(item)
-            item["motion"] = item["motion"][offset:offset + self.crop_frames]
-            item["length"] = self.crop_frames
-            item["start_frame"] = item["start_frame"] + offset
-            item["end_frame"] = item["start_frame"] + self.crop_frames
+            item = _window(item, int(rng.integers(0, length - self.crop_frames + 1)), self.crop_frames)
         item["sample_seed"] = int(rng.integers(0, 2**63 - 1))
         if self.subclip_probability > 0 and rng.random() < self.subclip_probability \
                 and item["length"] > self.min_subclip_frames:
             # A random sub-clip of the window, paired with the whole caption (TMR-style): the
             # motion encoder then also learns short clips, which the segmentation scores.
             length = int(rng.integers(self.min_subclip_frames, item["length"] + 1))
-            offset = int(rng.integers(0, item["length"] - length + 1))
-            item = dict(item)
-            item["motion"] = item["motion"][offset:offset + length]
-            item["length"] = length
-            item["start_frame"] = item["start_frame"] + offset
-            item["end_frame"] = item["start_frame"] + length
+            item = _window(item, int(rng.integers(0, item["length"] - length + 1)), length)
         return item
+
+
+def _window(item: dict, offset: int, length: int) -> dict:
+    """A copy of ``item`` holding frames [offset, offset + length) of its motion, with its length
+    and clip frames updated."""
+    item = dict(item)
+    item["motion"] = item["motion"][offset:offset + length]
+    item["length"] = length
+    item["start_frame"] = item["start_frame"] + offset
+    item["end_frame"] = item["start_frame"] + length
+    return item
 
 
 #: Distinct vocabulary words per caption the batch can list (HumanML3D's longest caption has ~60 words).
