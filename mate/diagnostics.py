@@ -49,7 +49,7 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
     from mate.model.losses import cross_disentanglement_loss, lemma_exclusion
     from mate.text.vocab import Vocabulary
     from mate.train.batches import Collator, make_loader
-    from mate.train.pipeline import word_samples
+    from mate.train.pipeline import whole_caption_segments, word_samples
 
     model = rundir.load_stage_model(run_dir, 1)
     if not model.config.use_self:
@@ -60,8 +60,7 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
     if split == "train":
         segments = json.loads(run.segments.read_text())
     else:
-        segments = {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]}
-                    for r in dataset.records}
+        segments = whole_caption_segments(dataset.records)
     sampling = rundir.read_manifest(run.root).get("config", {}).get("word_sampling", "paper")
     words = word_samples(dataset.records, segments, vocab, sampling)
     usable = [i for i, r in enumerate(dataset.records) if words.get(r.caption.key)]
@@ -89,10 +88,8 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
         own_hits += int((own == target).sum())
         own_n += target.numel()
         losses.append(float(cross_disentanglement_loss(w.f_mw, w.other_word, w.other_motion)))
-        # which j were the negatives: recompute the same selection the model made
-        negatives = _negatives_of(model, batch, features)
         excluded = lemma_exclusion(target, batch["caption_lemmas"])
-        keep = ~excluded.gather(1, negatives)                                      # [B, n]
+        keep = ~excluded.gather(1, w.negatives)                                    # [B, n]
         cross_pred = (F.normalize(w.other_motion, dim=-1) @ prototypes.T).argmax(-1)  # [B, n]
         cross_hits += int(((cross_pred == target[:, None]) & keep).sum())
         cross_n += int(keep.sum())
@@ -138,13 +135,6 @@ def word_query_features(run_dir: str | Path, words: Sequence[str] = PICTURE_WORD
     features = model.localise_words(queries[word_idx], frames, batch["lengths"], motion_idx, zeros, zeros)
     has = np.array([words[w] in words_of_clip[m] for w, m in zip(word_idx.tolist(), motion_idx.tolist())])
     return {"features": features.float().numpy(), "word": word_idx.numpy(), "has_word": has, "words": list(words)}
-
-
-def _negatives_of(model, batch, features) -> torch.Tensor:
-    from mate.model.losses import cross_negatives
-
-    n = min(model.config.num_negatives, features.f_t.shape[0] - 1)
-    return cross_negatives(features.words.f_e, features.f_t, n)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -118,14 +118,16 @@ class WordFeatures:
     """What the word losses read (global batch B, this rank's b samples; D = d_model, float32):
     ``f_e`` [B, D] word features Proj(WE(w)); ``f_mw`` [B, D] each word localised in its own
     motion, f^{m_i}_{w_i}, and ``f_mw_local`` [b, D] this rank's rows of it; ``target`` [b] int64
-    prototype indices; ``prototypes`` [K, D]; for L_cross ``other_word`` [B, n, D] (word j in
-    N(i) on motion i) and ``other_motion`` [B, n, D] (word i on motion j), else None."""
+    prototype indices; ``prototypes`` [K, D]; for L_cross ``negatives`` [B, n] int64 (N(i), indices
+    into the global batch), ``other_word`` [B, n, D] (word j in N(i) on motion i) and
+    ``other_motion`` [B, n, D] (word i on motion j), else None."""
 
     f_e: torch.Tensor
     f_mw: torch.Tensor
     f_mw_local: torch.Tensor
     target: torch.Tensor
     prototypes: torch.Tensor
+    negatives: torch.Tensor | None = None
     other_word: torch.Tensor | None = None
     other_motion: torch.Tensor | None = None
 
@@ -366,7 +368,8 @@ class MATEModel(nn.Module):
                 if gather is not None:
                     target, lemmas = gather.no_grad(target), gather.no_grad(lemmas)
                 excluded = lemma_exclusion(target, lemmas)
-            negatives = cross_negatives(f_e, f_t, num_neg, excluded).reshape(-1)   # N(i) [B * n]
+            chosen = cross_negatives(f_e, f_t, num_neg, excluded)                # N(i) [B, n]
+            negatives = chosen.reshape(-1)
             no_prior = torch.zeros(B * num_neg, device=device)
             # f^{m_i}_{w_j}: word j on motion i; f^{m_j}_{w_i}: word i on motion j; no prior
             # (a cross query has no segment in the queried motion).
@@ -390,6 +393,7 @@ class MATEModel(nn.Module):
         words = WordFeatures(f_e=f_e, f_mw=f_mw, f_mw_local=f_mw[offset:offset + b],
                              target=batch["word_target"].to(device), prototypes=self.prototypes)
         if num_neg > 0:
+            words.negatives = chosen
             words.other_word = out[B:B + B * num_neg].view(B, num_neg, -1)
             words.other_motion = out[B + B * num_neg:].view(B, num_neg, -1)
         return words

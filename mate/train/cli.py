@@ -9,7 +9,7 @@ from typing import Sequence
 from mate.model.losses import LOSS_NAMES
 from mate.ops import PRIOR_VARIANTS
 
-from .config import PRESETS, ConfigError, TrainConfig
+from .config import PRESETS, WORD_SAMPLING, ConfigError, TrainConfig
 from .pipeline import run
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-negatives", choices=["literal", "exclude-lemma"], default="literal",
                    help="how L_cross picks its negatives N(i): literal (the paper: the 8 captions least similar to "
                         "Proj(WE(w_i))) or exclude-lemma (the same among captions without w_i's lemma)")
-    p.add_argument("--word-sampling", choices=["paper", "motion-words"], default="paper",
+    p.add_argument("--word-sampling", choices=WORD_SAMPLING, default="paper",
                    help="stage 1's sampled words: paper (every vocabulary word, one prototype each; default) or "
                         "motion-words (subject nouns such as 'person' not sampled; synonyms such as "
                         "quickly/rapidly/fast share one prototype)")

@@ -15,7 +15,10 @@ from typing import Any
 from mate.model.losses import LOSS_NAMES
 from mate.ops import PRIOR_VARIANTS
 
-__all__ = ["PRESETS", "PRESET_FIELDS", "ConfigError", "TrainConfig"]
+__all__ = ["PRESETS", "PRESET_FIELDS", "WORD_SAMPLING", "ConfigError", "TrainConfig"]
+
+#: How stage 1 samples its words (:func:`mate.train.pipeline.word_samples`; ``--word-sampling``).
+WORD_SAMPLING = ("paper", "motion-words")
 
 # The paper's hyper-parameters, and a preset that finishes on a 2-core CPU in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -142,8 +145,8 @@ class TrainConfig:
             raise ConfigError(f"--prior {self.prior!r}: choose from {', '.join(PRIOR_VARIANTS)}")
         from mate.model.mate_model import CROSS_NEGATIVE_RULES
 
-        if self.word_sampling not in ("paper", "motion-words"):
-            raise ConfigError(f"--word-sampling {self.word_sampling!r}: choose from paper, motion-words")
+        if self.word_sampling not in WORD_SAMPLING:
+            raise ConfigError(f"--word-sampling {self.word_sampling!r}: choose from {', '.join(WORD_SAMPLING)}")
         if not 0.0 <= self.subclip_crops <= 1.0:
             raise ConfigError(f"--subclip-crops must be a probability in [0, 1], got {self.subclip_crops}")
 

@@ -27,7 +27,7 @@ from mate.memory import track_peak_memory
 from mate.rundir import RunDir, fingerprint, is_cached, mark_done, write_manifest
 
 from .batches import Collator, make_loader
-from .config import ConfigError, TrainConfig
+from .config import WORD_SAMPLING, ConfigError, TrainConfig
 from .logs import MetricsLog, setup_logging
 from .rng import enable_determinism, seed_everything, stage_seed
 from .trainer import train_stage
@@ -56,8 +56,6 @@ def main_process_first(fn, *args, **kwargs):
 #: MATEConfig fields that only the word losses read and that are left out of stage 0's cache key
 #: (older fields of that kind stay in it at their defaults, as they always were).
 STAGE0_UNREAD_SETTINGS = ("cross_negatives",)
-#: How stage 1 samples its words (:func:`word_samples`).
-WORD_SAMPLING = ("paper", "motion-words")
 #: The shortest sub-clip stage 0's --subclip-crops draws (one second: two segmentation grid units).
 SUBCLIP_MIN_SECONDS = 1.0
 
@@ -222,6 +220,12 @@ def compute_segments(model, view, subtexts: dict, run: RunDir, device, key: str,
     mdist.barrier()
     model.train(was_training)
     return segments
+
+
+def whole_caption_segments(records) -> dict[str, dict]:
+    """Per caption key: the caption as one sub-text over its whole clip (no segmentation: how
+    validation and other held-out splits place their words)."""
+    return {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]} for r in records}
 
 
 def word_samples(records, segments: dict, vocab, sampling: str = "paper") -> dict[str, list[tuple]]:
@@ -421,9 +425,7 @@ def _stage1(stages: _Stages, train_set, val_set, segments: dict, vocab) -> tuple
     words = word_samples(train_set.records, segments, vocab, config.word_sampling)
     val_words = None
     if val_set is not None:
-        val_segments = {r.caption.key: {"subtexts": [r.caption.text], "bounds_frames": [0, r.num_frames]}
-                        for r in val_set.records}
-        val_words = word_samples(val_set.records, val_segments, vocab, config.word_sampling)
+        val_words = word_samples(val_set.records, whole_caption_segments(val_set.records), vocab, config.word_sampling)
     seed_everything(stage_seed(config.seed, 1))
     encoder = build_text_encoder(config.encoder)
     model1 = stages.model(encoder, train_set.feature_dim, len(vocab), word_losses=True)
