@@ -117,6 +117,30 @@ def test_rerun_reuses_every_stage(finished_run, tiny_synthetic_dataset, tiny_hf_
     assert (out / "stage1" / "model.pt").stat().st_mtime_ns == before
 
 
+def test_prototype_init_random_shares_stage0_and_retrains_stage1(finished_run, tiny_synthetic_dataset,
+                                                                  tiny_hf_encoder_dir, tmp_path):
+    """--prototype-init random reads only stage 1: stage 0 (and the segments) of the default run are
+    reused, stage 1 is not, and its prototypes start independent of the word table."""
+    from mate.ablate import seed_shared_stage0
+    from mate.rundir import load_stage_model
+    from mate.text.vocab import Vocabulary
+
+    out, _ = finished_run
+    other = tmp_path / "random"
+    assert seed_shared_stage0(other, out)
+    train.main(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, other, "--prototype-init", "random"))
+    log = (other / "train.log").read_text()
+    assert "stage0: reusing" in log and "segments: reusing" in log and "stage1: reusing" not in log
+    model = load_stage_model(other, 1)
+    words = list(Vocabulary.load(other / "vocab.json").index_to_word)
+    with torch.no_grad():
+        from_table = model.word_proj(model.text_encoder.embed_words(model.text_encoder.word_token_ids(words)))
+    cos = torch.nn.functional.cosine_similarity(from_table, model.prototypes, dim=-1)
+    assert cos.abs().max() < 0.5   # proj init: ~1.0 on every row after three small steps
+    with pytest.raises(train.ConfigError, match="--prototype-init 'zeros'"):
+        train.TrainConfig(prototype_init="zeros").resolve()
+
+
 @pytest.mark.parametrize("argv,fragment", [
     (["--epochs", "-1"], "--epochs must be positive"),
     (["--batch-size", "0"], "--batch-size must be positive"),

@@ -9,7 +9,7 @@ from typing import Sequence
 from mate.model.losses import LOSS_NAMES
 from mate.ops import PRIOR_VARIANTS
 
-from .config import PRESETS, WORD_SAMPLING, ConfigError, TrainConfig
+from .config import PRESETS, PROTOTYPE_INIT, WORD_SAMPLING, ConfigError, TrainConfig
 from .pipeline import run
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 1's sampled words: paper (every vocabulary word, one prototype each; default) or "
                         "motion-words (subject nouns such as 'person' not sampled; synonyms such as "
                         "quickly/rapidly/fast share one prototype)")
+    p.add_argument("--prototype-init", choices=PROTOTYPE_INIT, default="proj",
+                   help="stage 1's prototypes: proj (P_k = Proj(WE(w_k)) through the freshly initialised Proj, the "
+                        "paper; default) or random (rows independent of the word table)")
     p.add_argument("--subclip-crops", type=float, default=0.0, metavar="P",
                    help="stage 0: train on a random sub-clip (1 s to the whole clip) of a motion with probability "
                         "P, paired with its whole caption, so the segmentation cost model also knows short clips "

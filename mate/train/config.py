@@ -15,10 +15,13 @@ from typing import Any
 from mate.model.losses import LOSS_NAMES
 from mate.ops import PRIOR_VARIANTS
 
-__all__ = ["PRESETS", "PRESET_FIELDS", "WORD_SAMPLING", "ConfigError", "TrainConfig"]
+__all__ = ["PRESETS", "PRESET_FIELDS", "PROTOTYPE_INIT", "WORD_SAMPLING", "ConfigError", "TrainConfig"]
 
 #: How stage 1 samples its words (:func:`mate.train.pipeline.word_samples`; ``--word-sampling``).
 WORD_SAMPLING = ("paper", "motion-words")
+#: How stage 1 initialises the prototypes: proj (P_k <- Proj(WE(w_k)), the paper; Proj is freshly
+#: initialised when the embedding width is not D) or random (N(0, 0.02^2) rows, independent of the table).
+PROTOTYPE_INIT = ("proj", "random")
 
 # The paper's hyper-parameters, and a preset that finishes on a 2-core CPU in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,6 +74,7 @@ class TrainConfig:
     cross_negatives: str = "literal"    # how L_cross picks N(i): literal | exclude_lemma
     subclip_crops: float = 0.0          # stage 0: probability of training on a random sub-clip
     word_sampling: str = "paper"        # stage 1: paper | motion-words (mate.train.pipeline.word_samples)
+    prototype_init: str = "proj"        # stage 1: proj (the paper) | random (PROTOTYPE_INIT)
     no_rec: bool = False
     no_sent: bool = False
     no_self: bool = False
@@ -147,6 +151,8 @@ class TrainConfig:
 
         if self.word_sampling not in WORD_SAMPLING:
             raise ConfigError(f"--word-sampling {self.word_sampling!r}: choose from {', '.join(WORD_SAMPLING)}")
+        if self.prototype_init not in PROTOTYPE_INIT:
+            raise ConfigError(f"--prototype-init {self.prototype_init!r}: choose from {', '.join(PROTOTYPE_INIT)}")
         if not 0.0 <= self.subclip_crops <= 1.0:
             raise ConfigError(f"--subclip-crops must be a probability in [0, 1], got {self.subclip_crops}")
 

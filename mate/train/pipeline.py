@@ -430,7 +430,8 @@ def _stage1(stages: _Stages, train_set, val_set, segments: dict, vocab) -> tuple
     encoder = build_text_encoder(config.encoder)
     model1 = stages.model(encoder, train_set.feature_dim, len(vocab), word_losses=True)
     vocab_token_ids = encoder.word_token_ids(list(vocab.index_to_word))
-    model1.init_prototypes(vocab_token_ids)
+    if config.prototype_init == "proj":   # random: keep the model's N(0, 0.02^2) rows
+        model1.init_prototypes(vocab_token_ids)
     report = encoder.trainable_parameter_report(vocab_token_ids)
     log.info("trainable text parameters: full word table %s (%d x %d); rows the vocabulary touches: %d (%s parameters)",
              f"{report['full_table']:,}", report["vocab_size"], report["embedding_dim"], report["touched_rows"],
@@ -444,6 +445,8 @@ def _stage1(stages: _Stages, train_set, val_set, segments: dict, vocab) -> tuple
     train1, val1 = stages.loaders(Subset(train_set, usable), Collator(encoder, words, seed=config.seed),
                                   val_subset, Collator(encoder, val_words, seed=config.seed))
     sampling = {"word_sampling": config.word_sampling} if config.word_sampling != "paper" else {}
+    if config.prototype_init != "proj":   # the default leaves the key it always had
+        sampling["prototype_init"] = config.prototype_init
     key1 = stages.stage_key(1, config.epochs, model1, segments=fingerprint(segments), **sampling)
     with stages.measured("stage1"):
         summary = train_stage("stage1", model1, train1, val1, config, stages.device, stages.run, config.epochs,
