@@ -155,6 +155,13 @@ class TextEncoder(nn.Module):
     def _write_export(self, directory: Path) -> dict:
         raise NotImplementedError
 
+    #: whether `_write_legacy_files` is implemented (Hugging Face backends only)
+    legacy_bin_supported: bool = False
+
+    def _write_legacy_files(self, directory: Path) -> list[str]:
+        """Beside `_write_export`'s files, the ones older transformers versions load (names returned)."""
+        raise NotImplementedError
+
     # -- shared behaviour ------------------------------------------------------------------------
 
     @property
@@ -249,10 +256,17 @@ class TextEncoder(nn.Module):
             parameter.requires_grad_(parameter is table)
         self.train(self.training)
 
-    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write this encoder to ``out_dir`` atomically (see `mate.text.encoders.export_text_encoder`)."""
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False, legacy_bin: bool = False) -> Path:
+        """Write this encoder to ``out_dir`` atomically (see `mate.text.encoders.export_text_encoder`).
+        ``legacy_bin``: also the files older transformers versions read (`_write_legacy_files`);
+        ValueError, before anything is written, for a backend whose export is not a transformers folder."""
+        if legacy_bin and not self.legacy_bin_supported:
+            raise ValueError(f"legacy_bin (pytorch_model.bin for older transformers) applies to Hugging Face "
+                             f"exports ('minilm', 'hf:'); the {self.backend!r} export is not a transformers folder")
         with atomic_export_directory(out_dir, overwrite=overwrite) as staging:
             fields = self._write_export(staging)
+            if legacy_bin:
+                fields["legacy_files"] = self._write_legacy_files(staging)
             write_manifest(staging, {
                 "backend": self.backend,
                 "source": self.source,

@@ -23,12 +23,15 @@ frozen and differentiable.
 Exports (`export_text_encoder`) are written atomically:
 
 * Hugging Face backends (``minilm``, ``hf:``): a ``save_pretrained`` folder (model + tokenizer) that
-  ``transformers.AutoModel.from_pretrained(folder)`` loads without MATE;
+  ``transformers.AutoModel.from_pretrained(folder)`` loads without MATE; with ``legacy_bin`` also
+  ``pytorch_model.bin`` and the slow tokenizer's vocabulary files, for older transformers;
 * ``clip``: ``clip_state_dict.pt``, a state dict in the OpenAI CLIP layout (the same keys as
   open_clip's ``CLIP``), the full model with only ``token_embedding.weight`` replaced when a full
   checkpoint was the source, else the text tower's keys;
 
-each with ``mate_text_encoder.json``, which `load_text_encoder` reads.
+each with ``mate_text_encoder.json``, which `load_text_encoder` reads. `mate.export` loads a ``clip``
+export where OpenAI-CLIP / open_clip code expects one (``clip.load``'s interface) and re-exports a
+finished run (``python -m mate.export RUN``).
 """
 from __future__ import annotations
 
@@ -114,14 +117,21 @@ def build_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, **kwargs: Any) -> TextE
         "'clip:<checkpoint path>' or 'clip:<open_clip model>[@<pretrained tag>]'")
 
 
-def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, overwrite: bool = False,
+                        legacy_bin: bool = False) -> Path:
     """Write ``encoder`` (with its trained table) to ``out_dir`` as a drop-in replacement for the
     original encoder (module docstring), plus ``mate_text_encoder.json``. The files are written
     to a staging folder beside ``out_dir`` and renamed into place: there is never a half-written
-    export. Raises FileExistsError if ``out_dir`` exists and not ``overwrite``. Returns out_dir."""
+    export. Raises FileExistsError if ``out_dir`` exists and not ``overwrite``. Returns out_dir.
+
+    ``legacy_bin`` (Hugging Face backends only; ValueError for ``clip``, whose export is a torch
+    state dict already): also write ``pytorch_model.bin`` (the same tensors as
+    ``model.safetensors``) and the tokenizer's ``vocab.txt`` / ``vocab.json`` + ``merges.txt``, for
+    the older transformers versions of MDM / TMR environments (listed in the manifest's
+    ``legacy_files``)."""
     if not isinstance(encoder, TextEncoder):
         raise TypeError(f"expected a mate TextEncoder, got {type(encoder).__name__}")
-    return encoder.export(out_dir, overwrite=overwrite)
+    return encoder.export(out_dir, overwrite=overwrite, legacy_bin=legacy_bin)
 
 
 def load_text_encoder(path: str | os.PathLike, **kwargs: Any) -> TextEncoder:

@@ -38,7 +38,11 @@ __all__ = [
     "minilm_model_dir",
     "verify_minilm_files",
     "load_minilm",
+    "HF_LEGACY_WEIGHTS_NAME",
 ]
+
+# The weights file transformers wrote before safetensors became its default (``WEIGHTS_NAME``).
+HF_LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
 POOLINGS = ("mean", "clip_eot", "clip_projected")
 
@@ -249,6 +253,32 @@ class HFTextEncoder(TextEncoder):
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         return {"pooling": self.pooling, "max_length": self.max_length, "model_class": type(self.model).__name__}
+
+    legacy_bin_supported = True
+
+    def _write_legacy_files(self, directory: Path) -> list[str]:
+        """What a transformers without safetensors reads (old versions, or any 4.x where the
+        ``safetensors`` package is not installed, as in MDM's Python 3.7 environment):
+        ``pytorch_model.bin``, a ``torch.save`` of exactly the tensors
+        of ``model.safetensors`` (same keys, dtypes and values), and the tokenizer's vocabulary files
+        for its slow (pure-Python) class: ``vocab.txt`` (WordPiece: BERT, DistilBERT, MiniLM) or
+        ``vocab.json`` + ``merges.txt`` (BPE: CLIP, GPT-2). transformers >= 5 writes only
+        ``tokenizer.json``, which needs a recent ``tokenizers``. Returns the file names written."""
+        from safetensors.torch import load_file
+
+        shards = sorted(directory.glob("model*.safetensors"))
+        if len(shards) != 1:
+            raise ValueError(f"expected one model.safetensors from save_pretrained, found {[p.name for p in shards]}; "
+                             "a sharded export cannot be written as a single pytorch_model.bin")
+        # Tensors read back from the file just written: the .bin holds what the safetensors file holds.
+        torch.save(load_file(str(shards[0])), directory / HF_LEGACY_WEIGHTS_NAME)
+        written = [HF_LEGACY_WEIGHTS_NAME]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        vocabulary_model = type(getattr(backend, "model", None)).__name__
+        if vocabulary_model in ("WordPiece", "BPE"):
+            for path in backend.model.save(str(directory)):
+                written.append(Path(path).name)
+        return written
 
 
 # -- the offline default: all-MiniLM-L6-v2 from PyPI -----------------------------------------------
