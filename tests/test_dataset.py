@@ -396,28 +396,144 @@ def test_nan_motion(hml):
     poisoned = raw["000001"].copy()
     poisoned[30, 5] = np.nan
     np.save(root / "new_joint_vecs" / "000001.npy", poisoned)
-    # default: headers only at construction, NaN caught when the item loads (names file + frame)
-    ds = MotionTextDataset(root, split="test")
-    with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30"):
-        ds[0]
-    with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30"):
-        ds[1]  # sub-clip [20, 70) contains frame 30
-    # validate=True: full scan at construction
-    with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30"):
-        MotionTextDataset(root, split="test", validate=True)
-    with pytest.warns(DatasetProblemWarning, match="nonfinite_motion: 2") as record:
-        lenient = MotionTextDataset(root, split="test", strict=False, validate=True)
+    # default (validate=True): every motion is read once at construction; strict names file + frame
+    with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30.*strict=False skips"):
+        MotionTextDataset(root, split="test")
+    with pytest.warns(DatasetProblemWarning, match=r"nonfinite_motion: 2 \(1 motion: 000001; e\.g\. ") as record:
+        lenient = MotionTextDataset(root, split="test", strict=False)
     assert len(record) == 1
     assert lenient.problem_counts == {"nonfinite_motion": 2}
+    assert lenient.problem_ids == {"nonfinite_motion": ["000001"]}
     assert [r.motion_id for r in lenient.records] == ["M000001", "000002"]
+    # validate=False: headers only; the NaN is caught when the item loads (in both modes)
+    for strict in (True, False):
+        lazy = MotionTextDataset(root, split="test", strict=strict, validate=False)
+        with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30"):
+            lazy[0]
+        with pytest.raises(ValueError, match=r"000001\.npy: NaN/inf in frame 30"):
+            lazy[1]  # sub-clip [20, 70) contains frame 30
     # a NaN outside a sub-clip does not affect that sub-clip
     poisoned = raw["000001"].copy()
     poisoned[100] = np.inf
     np.save(root / "new_joint_vecs" / "000001.npy", poisoned)
     with pytest.warns(DatasetProblemWarning, match="nonfinite_motion: 1"):
-        partial = MotionTextDataset(root, split="test", strict=False, validate=True)
+        partial = MotionTextDataset(root, split="test", strict=False)
     assert partial.problem_counts == {"nonfinite_motion": 1}
     assert partial[0]["caption"] == "a man steps back"
+
+
+def test_bad_motions_skipped_with_one_warning_naming_them(hml):
+    """NaN, inf and empty motions (HumanML3D's test split holds two NaN ones): strict=False skips
+    each with one warning that names the motions and counts them; strict=True stops at the first."""
+    root, raw, *_ = hml
+    for mid, frames in (("nan1", 80), ("inf1", 90), ("empty1", 0)):
+        motion = np.zeros((frames, HML_DIM), np.float32)
+        if mid == "nan1":
+            motion[:] = np.nan
+        if mid == "inf1":
+            motion[45, 7] = -np.inf
+        np.save(root / "new_joint_vecs" / f"{mid}.npy", motion)
+        (root / "texts" / f"{mid}.txt").write_text(caption_line("a person waves") + "\n")
+    (root / "bad.txt").write_text("000001\nnan1\ninf1\nempty1\n000002\n")
+    with pytest.warns(DatasetProblemWarning) as record:
+        ds = MotionTextDataset(root, split="bad", strict=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "empty_motion: 1 (1 motion: empty1;" in message
+    assert "nonfinite_motion: 2 (2 motions: nan1, inf1;" in message
+    assert "inf1.npy" not in message or "frame 45" in message
+    assert ds.problem_ids == {"nonfinite_motion": ["nan1", "inf1"], "empty_motion": ["empty1"]}
+    assert {r.motion_id for r in ds.records} == {"000001", "000002"}
+    for i in range(len(ds)):
+        assert torch.isfinite(ds[i]["motion"]).all()
+    with pytest.raises(ValueError, match=r"nan1\.npy: NaN/inf in frame 0 \(80 bad frames"):
+        MotionTextDataset(root, split="bad")
+    (root / "bad.txt").write_text("empty1\n")
+    with pytest.raises(ValueError, match=r"empty1\.npy: motion has 0 frames"):
+        MotionTextDataset(root, split="bad", validate=False)   # seen from the header alone
+    # no length filter (TMR's test convention): the empty motion is still refused, not an item
+    with pytest.warns(DatasetProblemWarning, match="empty_motion: 1"):
+        unfiltered = MotionTextDataset(root, split="bad", strict=False, min_frames=0, max_frames=None)
+    assert len(unfiltered) == 0
+
+
+def test_repeated_construction_reads_each_motion_once(hml, monkeypatch):
+    from mate.data import dataset as D
+
+    root, *_ = hml
+    MotionTextDataset(root, split="test")
+    calls = []
+    real_load = np.load
+    monkeypatch.setattr(D.np, "load", lambda *a, **k: calls.append(Path(a[0])) or real_load(*a, **k))
+    MotionTextDataset(root, split="test")
+    motions = [c.name for c in calls if c.parent.name == "new_joint_vecs"]
+    assert motions == []          # the finite scan is cached per (path, size, mtime)
+    np.save(root / "new_joint_vecs" / "000002.npy", np.zeros((250, HML_DIM), np.float32))
+    MotionTextDataset(root, split="test")
+    assert [c.name for c in calls if c.parent.name == "new_joint_vecs"] == ["000002.npy"]
+
+
+def test_caption_modes_and_views(hml):
+    root, raw, mean, std = hml
+    every = MotionTextDataset(root, split="test")
+    assert [(r.motion_id, r.caption.index) for r in every.records] == [
+        ("000001", 0), ("000001", 1), ("M000001", 0), ("000002", 1)]
+    # "first": one item per motion, its first kept caption (TMR's evaluation); 000002's first
+    # caption is its too-long whole clip, so its sub-clip caption is the first kept one
+    first = MotionTextDataset(root, split="test", captions="first")
+    assert [(r.motion_id, r.caption.index) for r in first.records] == [
+        ("000001", 0), ("M000001", 0), ("000002", 1)]
+    # "random": one item per distinct clip, a caption drawn per access (Guo et al.'s evaluation)
+    (root / "texts" / "M000001.txt").write_text(
+        caption_line("a man kicks") + "\n" + caption_line("someone kicks right") + "\n")
+    rand = MotionTextDataset(root, split="test", captions="random", seed=0)
+    assert [(r.motion_id, r.start_frame, r.end_frame) for r in rand.records] == [
+        ("000001", 0, 120), ("000001", 20, 70), ("M000001", 0, 120), ("000002", 20, 219)]
+    drawn = {rand[2]["caption"] for _ in range(40)}
+    assert drawn == {"a man kicks", "someone kicks right"}
+    assert rand.lengths.tolist() == [120, 50, 120, 196]
+    with pytest.raises(ValueError, match="captions must be one of all, first, random"):
+        MotionTextDataset(root, split="test", captions="some")
+    # a view with other crop options shares the items and reads nothing
+    view = every.with_options(crop="center", crop_frames=100)
+    assert view.records is every.records and view.lengths.tolist() == [100, 50, 100, 100]
+    item = view[3]
+    assert (item["start_frame"], item["end_frame"]) == (20 + 49, 20 + 149)
+    assert every.lengths.tolist() == [120, 50, 120, 196]
+
+
+def test_loader_conventions(hml):
+    from mate.data.dataset import loader_convention
+
+    root, *_ = hml
+    assert loader_convention("mate", "test") == {}
+    guo = MotionTextDataset(root, split="test", **loader_convention("guo", "test"))
+    # the full-motion filter drops 000002 (250 frames) with its kept sub-clip
+    assert [(r.motion_id, r.start_frame, r.end_frame) for r in guo.records] == [
+        ("000001", 0, 120), ("000001", 20, 70), ("M000001", 0, 120)]
+    assert guo.crop == "random" and guo.captions == "random"
+    tmr = MotionTextDataset(root, split="test", **loader_convention("tmr", "test"))
+    # TMR's test split: no length filter, no crop, the first caption of every motion
+    assert [(r.motion_id, r.num_frames) for r in tmr.records] == [("000001", 120), ("M000001", 120),
+                                                                   ("000002", 250)]
+    assert tmr.lengths.tolist() == [120, 120, 250]
+    assert loader_convention("tmr", "val")["max_frames"] == 201
+    with pytest.raises(ValueError, match="unknown loader convention"):
+        loader_convention("momask", "test")
+
+
+def test_tmr_statistics_files(hml):
+    root, raw, mean, std = hml
+    os.remove(root / "Mean.npy")
+    os.remove(root / "Std.npy")
+    torch.save(torch.from_numpy(mean), root / "mean.pt")
+    torch.save(torch.from_numpy(std), root / "std.pt")
+    ds = MotionTextDataset(root, split="test")
+    torch.testing.assert_close(ds[0]["motion"], normalised(raw["000001"], mean, std))
+    assert ds.label == "HumanML3D-style layout (new_joint_vecs/, texts/): HumanML3D-skeleton features, 263-d at 20 fps"
+    torch.save({"not": "a tensor"}, root / "std.pt")
+    with pytest.raises(ValueError, match=r"std\.pt: Std must be a 1-D float array"):
+        MotionTextDataset(root, split="test")
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -582,3 +698,72 @@ def test_real_kitml_annotations(kitml_fixture, tmp_path):
     item = ds[0]
     assert item["motion"].shape == (min(item["length"], 196), 251)
     assert item["tokens"] == [] and item["key"] == f"{expected[0][0]}_0"
+
+
+def test_real_humanml3d_test_split_with_its_nan_motions(humanml3d_fixture, tmp_path):
+    """HumanML3D's released test split lists 007975 and M007975, whose features are NaN. Here the
+    real split file, the real Mean/Std and the real motion 012314 (as the first test id) are
+    joined by stand-ins for those two: a non-strict dataset skips them with one warning naming
+    them, and every item it yields is finite."""
+    fixture = humanml3d_fixture
+    test_ids = (fixture / "test.txt").read_text().split()
+    assert {"007975", "M007975"} <= set(test_ids)
+    for name in ("Mean.npy", "Std.npy", "test.txt"):
+        (tmp_path / name).symlink_to(fixture / name)
+    raw = np.load(fixture / "new_joint_vecs" / "012314.npy")
+    (tmp_path / "new_joint_vecs").mkdir()
+    (tmp_path / "texts").mkdir()
+    nan_copy = raw.copy()
+    nan_copy[:] = np.nan
+    inf_copy = raw.copy()
+    inf_copy[60:, 3] = np.inf
+    for mid, motion in ((test_ids[0], raw), ("007975", nan_copy), ("M007975", inf_copy)):
+        np.save(tmp_path / "new_joint_vecs" / f"{mid}.npy", motion)
+        (tmp_path / "texts" / f"{mid}.txt").write_text(caption_line("a person kicks") + "\n")
+    with pytest.warns(DatasetProblemWarning) as record:
+        ds = MotionTextDataset(tmp_path, split="test", strict=False, progress=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "nonfinite_motion: 2 (2 motions: 007975, M007975;" in message
+    assert f"missing_motion: {len(test_ids) - 3}" in message
+    assert ds.problem_ids["nonfinite_motion"] == ["007975", "M007975"]
+    assert [r.motion_id for r in ds.records] == [test_ids[0]]
+    assert torch.isfinite(ds[0]["motion"]).all() and ds[0]["length"] == 170
+    (tmp_path / "bad.txt").write_text("007975\n")
+    with pytest.raises(ValueError, match=r"007975\.npy: NaN/inf in frame 0 \(170 bad frames"):
+        MotionTextDataset(tmp_path, split="bad")     # strict, the class default
+
+
+def test_real_kitml_annotations_as_tmr_reads_its_test_split(kitml_fixture, tmp_path):
+    """TMR's KIT-ML: its features are HumanML3D-skeleton ones (263-d, 20 fps); its test split is
+    neither length-filtered nor cropped and each motion is evaluated on its first annotation."""
+    from mate.data.dataset import loader_convention
+
+    entries = json.loads((kitml_fixture / "annotations.json").read_text())
+    (tmp_path / "annotations.json").symlink_to(kitml_fixture / "annotations.json")
+    test_ids = (kitml_fixture / "splits" / "test.txt").read_text().split()
+    # the first 12 test motions plus the longest one; TMR's frame count at 20 fps
+    chosen = test_ids[:12] + [max(test_ids, key=lambda i: entries[i]["duration"])]
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "test.txt").write_text("\n".join(chosen) + "\n")
+    mean, std = write_stats(tmp_path, HML_DIM)
+    torch.save(torch.from_numpy(mean), tmp_path / "mean.pt")     # TMR's statistics files
+    torch.save(torch.from_numpy(std), tmp_path / "std.pt")
+    os.remove(tmp_path / "Mean.npy")
+    os.remove(tmp_path / "Std.npy")
+    for i, mid in enumerate(chosen):
+        write_motion(tmp_path / "new_joint_vecs" / f"{mid}.npy", int(entries[mid]["duration"] * 20), HML_DIM, seed=i)
+    ds = MotionTextDataset(tmp_path, split="test", **loader_convention("tmr", "test"))
+    assert ds.layout == "tmr" and ds.feature_dim == 263 and ds.fps == 20.0
+    assert ds.label == "TMR layout (annotations.json): HumanML3D-skeleton features, 263-d at 20 fps"
+    expected = []
+    for mid in chosen:
+        first = entries[mid]["annotations"][0]
+        frames = int(entries[mid]["duration"] * 20)
+        expected.append((mid, first["text"], min(int(first["start"] * 20), frames), min(int(first["end"] * 20), frames)))
+    assert [(r.motion_id, r.caption.text, r.start_frame, r.end_frame) for r in ds.records] == expected
+    assert ds.lengths.tolist() == [e - s for _, _, s, e in expected]   # uncropped
+    assert max(ds.lengths) > 1000                                      # the longest motion, whole
+    # the same split under this project's defaults: every annotation, filtered and cropped
+    default = MotionTextDataset(tmp_path, split="test")
+    assert len(default) != len(ds) and max(default.lengths) <= 196
