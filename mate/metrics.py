@@ -20,6 +20,25 @@ are broken by averaging (the positive's rank is the mean of the tied positions, 
 * Protocol (d) random batches: :func:`sample_retrieval_batches` then
   :func:`batched_retrieval_metrics` (metrics per batch of 32, averaged over batches).
 
+TMR's own protocols, exactly as its ``retrieval.py`` defines them (:func:`tmr_retrieval_protocols`)
+--------------------------------------------------------------------------------------------------
+The functions above generalise TMR's protocols to every caption of a split. TMR itself evaluates
+one item per test motion, the motion's *first* annotation, on a test split that is neither
+length-filtered nor cropped (``mate.data.dataset.loader_convention("tmr", "test")`` builds that
+item set), so its similarity matrix is square, text i against motion i:
+
+* (a) ``normal``: the diagonal is the only positive;
+* (b) ``threshold``: text i's positives are the motions j whose caption's sentence embedding
+  (MPNet in TMR, L2-normalised) has ``e_i . e_j > 2 * 0.95 - 1`` (:func:`tmr_threshold_positives`);
+* (c) ``nsim``: protocol (a) on the motions of the ``nsim_test`` split, TMR's subset of test
+  motions whose captions are dissimilar to each other;
+* (d) ``guo``: the item keys sorted, ``np.random.seed(0); np.random.shuffle(arange(N))``, cut into
+  ``N // 32`` batches of 32 (the rest dropped); protocol (a) in each 32 x 32 matrix, every metric
+  averaged over the batches (:func:`tmr_guo_batches`).
+
+Motion-to-text uses the transposed matrix with the same positives. Ranks are the same as above
+(best positive, ties averaged); TMR rounds its tables to 2 decimals, these functions do not.
+
 Text-to-motion metrics (Guo et al. 2022, ``calculate_R_precision`` & co. in their evaluator code,
 reused by T2M-GPT, MoMask, ...)
 ----------------------------------------------------------------------------------------------
@@ -56,6 +75,11 @@ __all__ = [
     "text_similarity_positives",
     "sample_retrieval_batches",
     "batched_retrieval_metrics",
+    "TMR_THRESHOLD",
+    "TMR_BATCH_SIZE",
+    "tmr_threshold_positives",
+    "tmr_guo_batches",
+    "tmr_retrieval_protocols",
     "sample_pair_batches",
     "r_precision",
     "mm_dist",
@@ -237,6 +261,69 @@ def batched_retrieval_metrics(sim, batches: Iterable[tuple[np.ndarray, np.ndarra
     if not per_batch:
         raise ValueError("no batches")
     return {d: {k: float(np.mean([b[d][k] for b in per_batch])) for k in per_batch[0][d]} for d in ("t2m", "m2t")}
+
+
+# ------------------------------------------------------------------------- TMR's own protocols
+#: TMR's protocol (b) threshold on (cos + 1) / 2 of the sentence embeddings (its retrieval.yaml).
+TMR_THRESHOLD = 0.95
+#: TMR's protocol (d) batch size.
+TMR_BATCH_SIZE = 32
+
+
+def tmr_threshold_positives(sent_emb, threshold: float = TMR_THRESHOLD) -> np.ndarray:
+    """TMR's protocol (b) positives for a square matrix (one caption per motion).
+
+    sent_emb: [N, D] sentence embeddings of the N captions (L2-normalised here, as TMR's are).
+    Returns bool [N, N]: ``[i, j] = e_i . e_j > 2 * threshold - 1`` (TMR's ``real_threshold``);
+    the diagonal is positive for any threshold below 1."""
+    e = _array(sent_emb, "sent_emb", 2)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    e = np.divide(e, norms, out=np.zeros_like(e), where=norms > 0)
+    positives = (e @ e.T) > 2.0 * threshold - 1.0
+    positives[np.diag_indices(e.shape[0])] = True    # a zero embedding still matches its own motion
+    return positives
+
+
+def tmr_guo_batches(keys: Sequence, batch_size: int = TMR_BATCH_SIZE, seed: int = 0) -> list[np.ndarray]:
+    """TMR's protocol (d) batches: ``keys`` (one per item, e.g. motion ids) sorted, a permutation
+    of ``arange(N)`` from ``np.random.seed(seed); np.random.shuffle`` (the legacy generator TMR
+    seeds), cut into ``N // batch_size`` full batches. Returns int64 positions into ``keys``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.array(sorted(range(len(keys)), key=lambda i: keys[i]), dtype=np.int64)
+    idx = np.arange(len(keys))
+    np.random.RandomState(seed).shuffle(idx)
+    return [order[idx[batch_size * i:batch_size * (i + 1)]] for i in range(len(keys) // batch_size)]
+
+
+def tmr_retrieval_protocols(sim, sent_emb=None, keys: Sequence | None = None, nsim=None,
+                            threshold: float = TMR_THRESHOLD, batch_size: int = TMR_BATCH_SIZE,
+                            seed: int = 0, ks: Sequence[int] = RECALL_KS) -> dict:
+    """TMR's four retrieval protocols (module docstring) on one square matrix.
+
+    sim: [N, N] similarities of TMR's items (text i = the first caption of motion i). sent_emb:
+    [N, D] sentence embeddings of those captions, for (b). keys: [N] the items' keys (motion ids)
+    for (d). nsim: the positions (into the N items) of the ``nsim_test`` motions, for (c).
+    Returns ``{"normal", "threshold", "nsim", "guo"}``, each ``{"t2m": {...}, "m2t": {...}}`` as
+    :func:`retrieval_metrics`, or None where its input is missing (or, for "guo", when N < 32),
+    with ``"guo_batches"``: the number of batches of (d)."""
+    sim = _array(sim, "sim", 2)
+    if sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"TMR's protocols need a square matrix (one caption per motion), got {sim.shape}")
+    out: dict = {"normal": retrieval_metrics(sim, None, ks)}
+    out["threshold"] = None if sent_emb is None else \
+        retrieval_metrics(sim, tmr_threshold_positives(sent_emb, threshold), ks)
+    if nsim is None:
+        out["nsim"] = None
+    else:
+        nsim = np.asarray(nsim, dtype=np.int64)
+        out["nsim"] = retrieval_metrics(sim[np.ix_(nsim, nsim)], None, ks) if nsim.size else None
+    if keys is not None and len(keys) != sim.shape[0]:
+        raise ValueError(f"{len(keys)} keys for {sim.shape[0]} items")
+    batches = tmr_guo_batches(keys, batch_size, seed) if keys is not None else []
+    out["guo"] = batched_retrieval_metrics(sim, [(b, b) for b in batches], ks) if batches else None
+    out["guo_batches"] = len(batches)
+    return out
 
 
 # -------------------------------------------------------------- Guo et al.'s text-to-motion metrics

@@ -165,3 +165,66 @@ def test_boundary_errors_hand_made():
         M.boundary_errors([0, 5, 10], [0, 5, 11], 20)
     np.testing.assert_array_equal(M.uniform_bounds(100, 3), [0, 33, 67, 100])
     np.testing.assert_array_equal(M.uniform_bounds(40, 4), [0, 10, 20, 30, 40])
+
+
+# ------------------------------------------------------------------------ TMR's own protocols
+TMR_SIM = np.array([[0.9, 0.1, 0.0, 0.0],
+                    [0.8, 0.7, 0.1, 0.0],
+                    [0.9, 0.8, 0.5, 0.0],
+                    [0.9, 0.8, 0.7, 0.1]])
+
+
+def _paraphrase_embeddings():
+    """Texts 2 and 3 are paraphrases (cos 0.95 > 0.9 = 2 * 0.95 - 1); 0 and 1 are unrelated."""
+    s = math.sqrt(1 - 0.95 ** 2)
+    return np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0.95, s]]) * 3.0  # any scale
+
+
+def test_tmr_threshold_positives_known_answer():
+    pos = M.tmr_threshold_positives(_paraphrase_embeddings())
+    expected = np.eye(4, dtype=bool)
+    expected[2, 3] = expected[3, 2] = True
+    np.testing.assert_array_equal(pos, expected)
+    assert M.tmr_threshold_positives(_paraphrase_embeddings(), threshold=0.98).sum() == 4   # cos 0.95 < 0.96
+
+
+def test_tmr_protocols_known_answers():
+    out = M.tmr_retrieval_protocols(TMR_SIM, _paraphrase_embeddings(), nsim=[0, 3])
+    # (a) the diagonal: t2m ranks 0, 1, 2, 3; m2t ranks 1 (three tied 0.9), 2, 1, 0
+    assert out["normal"]["t2m"]["R@1"] == 25.0 and out["normal"]["t2m"]["MedR"] == 2.5
+    assert out["normal"]["m2t"]["R@1"] == 25.0 and out["normal"]["m2t"]["R@2"] == 75.0
+    # (b) texts 2 and 3 accept motions 2 and 3: t2m ranks 0, 1, 2, 2 (row 3's best positive is
+    # motion 2 at 0.7); m2t ranks 1, 2, 0, 0 (motion 2's best positive text is 3 at 0.7)
+    assert out["threshold"]["t2m"] == {"R@1": 25.0, "R@2": 50.0, "R@3": 100.0, "R@5": 100.0,
+                                       "R@10": 100.0, "MedR": 2.5}
+    assert out["threshold"]["m2t"]["R@1"] == 50.0 and out["threshold"]["m2t"]["R@2"] == 75.0
+    # (c) motions 0 and 3 alone: [[0.9, 0.0], [0.9, 0.1]] -> t2m ranks 0, 1; m2t ranks 0.5 (a tie,
+    # averaged) and 0
+    assert out["nsim"]["t2m"]["R@1"] == 50.0 and out["nsim"]["m2t"]["R@1"] == 100.0
+    assert out["nsim"]["m2t"]["MedR"] == 1.25
+    # (d) fewer than 32 items: no batch
+    assert out["guo"] is None and out["guo_batches"] == 0
+    missing = M.tmr_retrieval_protocols(TMR_SIM)
+    assert missing["threshold"] is None and missing["nsim"] is None and missing["guo"] is None
+    with pytest.raises(ValueError, match="square"):
+        M.tmr_retrieval_protocols(TMR_SIM[:3])
+
+
+def test_tmr_guo_batches_known_answer():
+    """TMR: keys sorted, np.random.seed(0); np.random.shuffle(arange(N)), N // 32 batches. For
+    N = 70 that permutation starts 26, 27, 48, 22, 30 and leaves 36, 21, 9, 64, 47, 44 out."""
+    keys = [f"{i:03d}" for i in reversed(range(70))]       # sorted key k sits at position 69 - k
+    batches = M.tmr_guo_batches(keys)
+    assert [len(b) for b in batches] == [32, 32]
+    assert batches[0][:5].tolist() == [69 - k for k in (26, 27, 48, 22, 30)]
+    left_out = set(range(70)) - set(np.concatenate(batches).tolist())
+    assert left_out == {69 - k for k in (36, 21, 9, 64, 47, 44)}
+    # protocol (d) averages the per-batch metrics: one miss in batch 0, none in batch 1, and a
+    # miss among the dropped items changes nothing
+    sim = np.eye(70)
+    sim[batches[0][0], batches[0][0]] = -1.0
+    sim[69 - 36, 69 - 36] = -1.0
+    out = M.tmr_retrieval_protocols(sim, keys=keys)
+    assert out["guo_batches"] == 2
+    assert out["guo"]["t2m"]["R@1"] == pytest.approx((100.0 * 31 / 32 + 100.0) / 2)
+    assert out["normal"]["t2m"]["R@1"] == pytest.approx(100.0 * 68 / 70)
