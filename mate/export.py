@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +47,7 @@ from torch import nn
 
 from mate.text.clip_backend import CLIP_STATE_DICT_FILE, read_clip_checkpoint
 from mate.text.encoder_base import EXPORT_MANIFEST, read_manifest
-from mate.text.torchvision_compat import ImageTransformsUnavailableError, import_open_clip
+from mate.text.torchvision_compat import ImageTransformsUnavailableError, block_broken_torchvision, import_open_clip
 
 __all__ = [
     "clip_load",
@@ -568,6 +570,29 @@ def _check_openai_text_cfg(export: _ClipExport) -> None:
 
 
 # ----------------------------------------------------------------------------- the loaders
+_NO_TORCHVISION_MESSAGE = ("open_clip's image preprocessing needs torchvision, which cannot be imported here (not "
+                           "installed, or a CUDA-only PyPI build next to a CPU torch); the model loaded, its "
+                           "encode_text works. Install the torchvision build matching your torch for images, or "
+                           "use mate.export.ClipImagePreprocess(n_px) (OpenAI's preprocessing, PIL only)")
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _without_random_init_warning() -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded ... initialized randomly" (a root-logger
+    warning) while `open_clip_load` builds the model whose weights it loads next."""
+    drop = _DropRandomInitWarning()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+
+
 def _import_openai_clip():
     """OpenAI's ``clip`` package, or None where it is absent or cannot be imported (it needs
     torchvision) or is another package of that name."""
@@ -699,11 +724,12 @@ def open_clip_load(path: str | Path, model_name: str = "ViT-B-32", device: str |
         raise ValueError(f"the export's text tower has {heads} attention heads, open_clip's {model_name!r} has "
                          f"{config_heads}: pass the model_name of the CLIP the run started from")
     kwargs = dict(pretrained=None, precision=precision, device=device, force_quick_gelu=bool(quick_gelu))
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, **kwargs)
-    except ImageTransformsUnavailableError as err:  # no torchvision: the model without its transforms
-        model = open_clip.create_model(model_name, **kwargs)
-        preprocess = _Unavailable(ImageTransformsUnavailableError, str(err))
+    with _without_random_init_warning():  # the weights are loaded right below
+        if block_broken_torchvision() == "importable":
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, **kwargs)
+        else:  # open_clip's transforms need torchvision: the model alone, a preprocess that says why
+            model = open_clip.create_model(model_name, **kwargs)
+            preprocess = _Unavailable(ImageTransformsUnavailableError, _NO_TORCHVISION_MESSAGE)
     text_only = not any(key.startswith("visual.") for key in state)
     optional = [key for key in model.state_dict() if key.startswith(("visual.", "logit_"))] if text_only else []
     _load_strict(model, state, export.state_path, optional=optional,

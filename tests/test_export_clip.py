@@ -321,10 +321,11 @@ def tiny_open_clip_config(monkeypatch):
     return "mate-tiny-ViT"
 
 
-def test_open_clip_load_equals_mate_and_clip_load(exported, tiny_open_clip_config):
+def test_open_clip_load_equals_mate_and_clip_load(exported, tiny_open_clip_config, caplog):
     encoder, folder = exported
     model, preprocess = E.open_clip_load(folder, model_name=tiny_open_clip_config)
     assert isinstance(model, open_clip.model.CLIP) and not model.training
+    assert not any("initialized randomly" in record.getMessage() for record in caplog.records)  # it is not
     input_ids, expected = _mate_features(encoder)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -332,7 +333,7 @@ def test_open_clip_load_equals_mate_and_clip_load(exported, tiny_open_clip_confi
         torch.testing.assert_close(model.encode_image(images), E.clip_load(folder)[0].encode_image(images),
                                    rtol=1e-5, atol=1e-5)
     # No torchvision next to this CPU torch: the model loads, the image transform raises when used.
-    with pytest.raises(ImageTransformsUnavailableError):
+    with pytest.raises(ImageTransformsUnavailableError, match="ClipImagePreprocess"):
         preprocess(None)
     file_model, _ = E.open_clip_load(folder / CLIP_STATE_DICT_FILE, model_name=tiny_open_clip_config)
     with torch.no_grad():
