@@ -253,6 +253,17 @@ def test_wrong_paths_and_wrong_files_name_the_problem(tmp_path, exported):
         E.clip_load(exported[1], implementation="torchscript")
 
 
+def test_text_configs_openai_cannot_express_are_refused(exported, tmp_path):
+    """No tensor shows a missing causal mask: the manifest does, and clip_load refuses it."""
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[1], folder)
+    manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    manifest["text_cfg"]["no_causal_mask"] = True
+    (folder / EXPORT_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="no_causal_mask=True.*open_clip_load"):
+        E.clip_load(folder)
+
+
 def test_hugging_face_exports_say_there_is_no_conversion(tmp_path, tiny_hf_encoder_dir):
     folder = export_text_encoder(build_text_encoder(f"hf:{tiny_hf_encoder_dir}"), tmp_path / "hf")
     with pytest.raises(ValueError, match=r"'hf' export.*no conversion"):
