@@ -553,8 +553,10 @@ def _read_state(export: _ClipExport) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - torch.load / unpickling / zip errors of a damaged file
         raise ValueError(f"{export.state_path}: cannot read a state dict ({type(err).__name__}: {err}); the file "
                          "is damaged or not a checkpoint: export the run again (python -m mate.export RUN)") from None
-    for key in _METADATA_KEYS:
-        state.pop(key, None)
+    for key in list(state):
+        # Metadata, and causal masks that a scripted open_clip model saves as buffers: not weights.
+        if key in _METADATA_KEYS or key == "attn_mask" or key.endswith(".attn_mask"):
+            del state[key]
     if not state or not all(isinstance(value, torch.Tensor) for value in state.values()):
         sample = ", ".join(map(str, list(state)[:5])) or "none"
         raise ValueError(f"{export.state_path} is not a CLIP state dict (name -> tensor); its keys start with: {sample}")

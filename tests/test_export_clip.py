@@ -25,7 +25,7 @@ import torch
 
 from mate import export as E
 from mate.text.encoder_base import EXPORT_MANIFEST
-from mate.text.encoders import build_text_encoder, export_text_encoder
+from mate.text.encoders import HFTextEncoder, build_text_encoder, export_text_encoder
 from mate.text.torchvision_compat import ImageTransformsUnavailableError, import_open_clip
 
 transformers = pytest.importorskip("transformers")
@@ -172,6 +172,24 @@ def test_resnet_image_tower(tmp_path):
         torch.testing.assert_close(model.encode_image(images), reference.encode_image(images), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens), rtol=1e-5, atol=1e-5)
     assert preprocess.n_px == 64
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|load)` is deprecated:DeprecationWarning")
+def test_openai_float16_torchscript_archive_loads_too(tmp_path):
+    """OpenAI's own ViT-B-32.pt: a float16 TorchScript archive with metadata entries in its state dict."""
+    archived = _perturbed_open_clip(VIT_CFG, seed=8).half()
+    for name, value in (("input_resolution", 32), ("context_length", 77), ("vocab_size", 49408)):
+        if name in archived.__dict__:
+            delattr(archived, name)  # open_clip keeps plain ints under two of these names
+        archived.register_buffer(name, torch.tensor(value))
+    archive = tmp_path / "ViT-tiny.pt"
+    torch.jit.script(archived).save(str(archive))
+    model, _ = E.clip_load(archive)
+    assert model.dtype == torch.float32  # CPU: float32, as clip.load
+    reference = _perturbed_open_clip(VIT_CFG, seed=8).half().float()  # the same float16-rounded weights
+    tokens = open_clip.tokenize(CAPTIONS)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens), rtol=1e-5, atol=1e-5)
 
 
 def test_text_only_export_loads_for_encode_text(tmp_path):
@@ -432,6 +450,29 @@ def test_legacy_bin_holds_the_safetensors_weights(tmp_path, tiny_hf_encoder_dir)
     # vocab.txt: the WordPiece vocabulary, one token a line in id order (what slow tokenizers read)
     vocab = encoder.tokenizer.get_vocab()
     assert (folder / "vocab.txt").read_text().splitlines() == sorted(vocab, key=vocab.get)
+
+
+def test_legacy_bin_writes_bpe_vocabulary_files_for_a_clip_tokenizer(tmp_path):
+    """A transformers CLIP text model (an hf: CLIP run): vocab.json + merges.txt, CLIP's real BPE."""
+    simple = open_clip.tokenizer.SimpleTokenizer()
+    renamed = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    tokenizer = transformers.CLIPTokenizer(
+        vocab={renamed.get(token, token): index for token, index in simple.encoder.items()},
+        merges=[tuple(pair) for pair in sorted(simple.bpe_ranks, key=simple.bpe_ranks.get)])
+    torch.manual_seed(9)
+    config = transformers.CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=77,
+                                         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    encoder = HFTextEncoder(transformers.CLIPTextModel(config), tokenizer)
+    folder = export_text_encoder(encoder, tmp_path / "hf_clip", legacy_bin=True)
+    assert json.loads((folder / EXPORT_MANIFEST).read_text())["legacy_files"] == \
+        ["pytorch_model.bin", "vocab.json", "merges.txt"]
+    assert json.loads((folder / "vocab.json").read_text()) == tokenizer.get_vocab()
+    assert len((folder / "merges.txt").read_text().splitlines()) >= len(simple.bpe_ranks)
+    model = transformers.CLIPTextModel.from_pretrained(folder, use_safetensors=False)
+    batch = encoder.tokenize(CAPTIONS)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).pooler_output, encoder(**batch))
 
 
 def test_legacy_bin_is_refused_for_clip_exports(exported, tmp_path):
