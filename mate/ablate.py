@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mate.atomic import atomic_write_text
+from mate.cli import add_debug_flag, user_errors
 from mate.reporting import format_value
 from mate.rundir import RunDir, fingerprint, load_stage_model
 from mate.text.antonyms import ANTONYM_WORD_PAIRS
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "made once in OUT/probe_data; with --data or --quick, the variants' dataset)")
     g.add_argument("--seeds", type=int, default=None, help="probe seeds (default 5; 2 with --quick)")
     g.add_argument("--probe-epochs", type=int, default=None, help="probe epochs (default 30; 2 with --quick)")
+    add_debug_flag(p)
     return p
 
 
@@ -194,7 +196,7 @@ def prepare_data(args: argparse.Namespace, out: Path, settings: dict) -> Path:
     are unchanged; :func:`mate.train.pipeline.synthetic_dataset`)."""
     if args.data is not None:
         if not args.data.is_dir():
-            raise SystemExit(f"error: --data {args.data} is not a directory")
+            raise NotADirectoryError(f"--data {args.data} is not a directory")
         return args.data.resolve()
     motions = settings["synthetic_motions"] or PRESETS.get(settings["preset"], {}).get("synthetic_motions", 200)
     return synthetic_dataset((out / "data").resolve(), int(motions), settings["seed"])
@@ -447,7 +449,7 @@ def _probe_data(args: argparse.Namespace, out: Path, data_dir: Path) -> Path:
 
     if args.probe_data is not None:
         if not args.probe_data.is_dir():
-            raise SystemExit(f"error: --probe-data {args.probe_data} is not a directory")
+            raise NotADirectoryError(f"--probe-data {args.probe_data} is not a directory")
         return args.probe_data
     if args.data is None and not args.quick:
         return synthetic_dataset((out / "probe_data").resolve(), PROBE_SET_MOTIONS, PROBE_SET_SEED)
@@ -485,18 +487,21 @@ def plug_and_play_table(out: Path, variants: Sequence[str], probe_data: Path, co
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
+    """``python -m mate.ablate``: a user's mistake exits with one ``error:`` line (:mod:`mate.cli`;
+    ``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
     if args.list:
         for v in VARIANTS:
             print(f"{v.name:27s} {v.label:36s} mate.train {v.flags}")
         return {}
-    try:
-        select_variants(args.variants)
-    except ValueError as e:
-        raise SystemExit(f"error: --variants: {e}")
-    if args.preset not in PRESETS:
-        raise SystemExit(f"error: --preset {args.preset!r}: choose from {', '.join(sorted(PRESETS))}")
-    return run_ablation(args)
+    with user_errors(args.debug):
+        try:
+            select_variants(args.variants)
+        except ValueError as e:
+            raise ValueError(f"--variants: {e}") from None
+        if args.preset not in PRESETS:
+            raise ValueError(f"--preset {args.preset!r}: choose from {', '.join(sorted(PRESETS))}")
+        return run_ablation(args)
 
 
 if __name__ == "__main__":

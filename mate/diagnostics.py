@@ -32,10 +32,20 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from mate.cli import add_debug_flag, user_errors
+
 __all__ = ["word_query_diagnostics", "word_query_features", "main"]
 
 #: The words of the Fig. 7 picture: three antonym pairs.
 PICTURE_WORDS = ("left", "right", "clockwise", "counterclockwise", "forward", "backward")
+
+
+def _run_strict_data(run_dir: str | Path) -> bool:
+    """The run's ``--strict-data``: the diagnostics read the training split's items as training did
+    (its segments are keyed by the captions it kept; bad motions are skipped unless it was set)."""
+    from mate import rundir
+
+    return bool(rundir.read_manifest(Path(run_dir)).get("config", {}).get("strict_data", False))
 
 
 @torch.no_grad()
@@ -55,7 +65,7 @@ def word_query_diagnostics(run_dir: str | Path, split: str = "train", max_batche
     if not model.config.use_self:
         raise ValueError(f"{run_dir}: stage 1 was trained without L_self; the shortcut test reads its prototypes")
     run = rundir.RunDir(Path(run_dir))
-    dataset = MotionTextDataset(rundir.data_root(run.root), split, crop="start")
+    dataset = MotionTextDataset(rundir.data_root(run.root), split, strict=_run_strict_data(run.root), crop="start")
     vocab = Vocabulary.load(run.vocab)
     if split == "train":
         segments = json.loads(run.segments.read_text())
@@ -116,7 +126,7 @@ def word_query_features(run_dir: str | Path, words: Sequence[str] = PICTURE_WORD
     from mate.text.vocab import split_words
 
     model = rundir.load_stage_model(run_dir, 1)
-    dataset = MotionTextDataset(rundir.data_root(run_dir), split, crop="start")
+    dataset = MotionTextDataset(rundir.data_root(run_dir), split, strict=_run_strict_data(run_dir), crop="start")
     clip_of, first = distinct_clips(dataset.records)
     first = list(first)[:max_motions]
     if not first:
@@ -145,27 +155,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--figure-split", default="test", help="the motions of the Fig. 7 picture (default: test)")
     p.add_argument("--no-figure", action="store_true")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from mate.atomic import atomic_write_json
-    from mate.rundir import RunDirectoryError
 
-    try:
+    with user_errors(args.debug):    # a user's mistake: one "error:" line (mate.cli)
         out = word_query_diagnostics(args.run, args.split, args.batches)
-    except (RunDirectoryError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
-    for k, v in out.items():
-        print(f"{k:18s} {v:.4f}" if isinstance(v, float) else f"{k:18s} {v}")
-    (args.run / "eval").mkdir(exist_ok=True)
-    atomic_write_json(args.run / "eval" / "word_queries.json", out)
-    if not args.no_figure:
-        from mate.plots import plot_word_query_features
+        for k, v in out.items():
+            print(f"{k:18s} {v:.4f}" if isinstance(v, float) else f"{k:18s} {v}")
+        (args.run / "eval").mkdir(exist_ok=True)
+        atomic_write_json(args.run / "eval" / "word_queries.json", out)
+        if not args.no_figure:
+            from mate.plots import plot_word_query_features
 
-        try:
             picture = plot_word_query_features(word_query_features(args.run, split=args.figure_split),
                                                args.run / "eval" / "word_queries.png")
-        except ValueError as err:
-            raise SystemExit(f"error: figure: {err}") from None
-        print(f"wrote {picture}")
+            print(f"wrote {picture}")
     return out
 
 

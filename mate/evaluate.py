@@ -23,10 +23,25 @@ Models (all rebuilt from the run directory by :func:`mate.rundir.load_stage_mode
 
 What is measured, on the chosen split's captions (motions cropped deterministically,
 ``crop="start"``); scores are cosines between the model's sentence feature f^t and motion
-feature f^m:
+feature f^m. Bad inputs of the split (NaN/inf or empty motions: HumanML3D's test split holds
+two NaN ones, missing files, malformed captions) are skipped with one warning that names them
+and counts them, also recorded in ``meta.skipped``; ``--strict-data`` stops at the first one
+instead. A user's mistake (a wrong path, an unfinished run, a bad value) prints one ``error:``
+line; ``--debug`` shows the traceback (:mod:`mate.cli`).
 
-* ``retrieval`` (TMR's protocols, :mod:`mate.metrics`), text-to-motion (t2m) and motion-to-text
-  (m2t), R@1/2/3/5/10 in percent and MedR, for original, baseline and mate:
+* ``retrieval_tmr``: TMR's four protocols exactly as its ``retrieval.py`` defines them
+  (:func:`mate.metrics.tmr_retrieval_protocols`), on TMR's items: the *first* caption of every
+  motion of the split, a test split neither length-filtered nor cropped
+  (``loader_convention("tmr", split)``; clips longer than the motion encoder's ``max_len``, 200
+  frames, are cut to their start and counted in ``meta.retrieval_tmr``): (a) ``normal``, (b)
+  ``threshold`` (positives: sentence embeddings with e_i . e_j > 2 * 0.95 - 1; TMR's come from
+  MPNet, here from the ORIGINAL encoder's pooled feature), (c) ``nsim`` (the motions of
+  ``nsim_<split>.txt`` when the dataset has one, as TMR ships for its test split), (d) ``guo``
+  (sorted motion ids, seed-0 shuffle, batches of 32). On TMR's test split these are the
+  quantities of TMR's tables (unrounded), but for (b)'s sentence encoder and any cut clip.
+* ``retrieval`` (TMR's protocols generalised to every caption, :mod:`mate.metrics`),
+  text-to-motion (t2m) and motion-to-text (m2t), R@1/2/3/5/10 in percent and MedR, for original,
+  baseline and mate:
 
   - ``all``: every caption of the split against every distinct clip; a caption's positive is
     its own clip (a clip with several captions is one candidate, not several tied copies;
@@ -79,6 +94,7 @@ import torch
 
 from mate import metrics as M
 from mate.atomic import atomic_write_json, atomic_write_text
+from mate.cli import add_debug_flag, user_errors
 from mate.distributed import resolve_device
 from mate.reporting import format_value as _fmt, markdown_table as _table
 from mate.rundir import RunDirectoryError, check_run_dir, data_root as resolve_data_root, load_stage_model, read_manifest
@@ -215,17 +231,68 @@ class EvalSet:
     clip_item: list[int]
 
 
-def build_eval_set(data_root: Path, split: str):
+def build_eval_set(data_root: Path, split: str, strict: bool = False) -> EvalSet:
+    """Every caption of ``split`` and its clip (start-anchored crops). ``strict=False`` (the
+    command's default) skips bad motions (NaN/inf, empty), missing files and malformed captions
+    with one warning that names them; ``strict=True`` stops at the first."""
     from mate.data.dataset import MotionTextDataset, distinct_clips
 
     try:
-        dataset = MotionTextDataset(data_root, split, crop="start")
+        dataset = MotionTextDataset(data_root, split, strict=strict, crop="start")
     except FileNotFoundError as e:
         raise RunDirectoryError(f"{e} (choose another split with --split)") from None
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data_root} has no captions to evaluate")
     clip_of, clip_item = distinct_clips(dataset.records)
     return EvalSet(dataset, [r.caption.text for r in dataset.records], clip_of, clip_item)
+
+
+@dataclass
+class TMRSet:
+    """TMR's items of a split (:func:`build_tmr_set`): one per motion, its first caption.
+    ``nsim``: positions of the ``nsim_<split>`` motions among them (None without that file);
+    ``sent_emb``: the captions' sentence embeddings for protocol (b), set by the first variant
+    scored (the original encoder)."""
+
+    dataset: Any
+    captions: list[str]
+    keys: list[str]
+    nsim: np.ndarray | None
+    nsim_file: str | None
+    nsim_missing: int
+    cropped: int
+    max_len: int
+    sent_emb: torch.Tensor | None = None
+
+
+def build_tmr_set(data_root: Path, split: str, max_len: int, strict: bool = False) -> TMRSet | None:
+    """The split as TMR evaluates it (:func:`mate.data.dataset.loader_convention` ``"tmr"``: the
+    first caption of every motion, a test split neither length-filtered nor cropped), except that
+    clips longer than the motion encoder's ``max_len`` frames are cut to their first ``max_len``
+    frames (counted in ``cropped``). None when no item remains. The dataset's problems were
+    already reported by :func:`build_eval_set`'s warning; they are not warned about twice."""
+    import warnings
+
+    from mate.data.dataset import DatasetProblemWarning, MotionTextDataset, loader_convention
+
+    options = {**loader_convention("tmr", split), "crop_frames": max_len, "crop": "start"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetProblemWarning)
+        dataset = MotionTextDataset(data_root, split, strict=strict, **options)
+    if len(dataset) == 0:
+        return None
+    keys = [r.motion_id for r in dataset.records]
+    nsim_name = f"nsim_{split}.txt"
+    nsim_path = (dataset.root / "splits" / nsim_name) if dataset.layout == "tmr" else dataset.root / nsim_name
+    nsim, missing = None, 0
+    if nsim_path.is_file():
+        position = {key: i for i, key in enumerate(keys)}
+        ids = [line.strip() for line in nsim_path.read_text().splitlines() if line.strip()]
+        nsim = np.array([position[i] for i in ids if i in position], dtype=np.int64)
+        missing = len(ids) - nsim.size
+    cropped = int(sum(r.num_frames > max_len for r in dataset.records))
+    return TMRSet(dataset, [r.caption.text for r in dataset.records], keys, nsim,
+                  str(nsim_path) if nsim is not None else None, missing, cropped, max_len)
 
 
 def _bar(iterable, desc: str, progress: bool, total: int | None = None):
@@ -418,6 +485,33 @@ def _score_variant(model, variant: str, eval_set: EvalSet, protocol: _Protocol, 
     return {"retrieval": retrieval, "t2m_standard": standard, "antonym_swap_accuracy": swaps}
 
 
+def _score_tmr(model, variant: str, tmr: TMRSet, batch_size: int, device, progress: bool, seed: int) -> dict:
+    """TMR's four protocols (:func:`mate.metrics.tmr_retrieval_protocols`) for one model on
+    ``tmr``'s items. The first variant scored (the original encoder) sets ``tmr.sent_emb``, the
+    sentence embeddings of protocol (b), shared by every model."""
+    raw = encode_captions(model, tmr.captions, batch_size, device, progress, f"{variant}: TMR captions", raw=True)
+    with torch.no_grad():
+        f_t = model.sentence_proj(raw.to(device)).float().cpu()
+    f_m = encode_clips(model, tmr.dataset, list(range(len(tmr.keys))), batch_size, device, progress,
+                       f"{variant}: TMR motions")
+    if tmr.sent_emb is None:
+        tmr.sent_emb = raw
+    sim = _normalised(f_t) @ _normalised(f_m).T
+    return M.tmr_retrieval_protocols(sim, tmr.sent_emb, tmr.keys, tmr.nsim, M.TMR_THRESHOLD, M.TMR_BATCH_SIZE, seed)
+
+
+def _tmr_meta(tmr: TMRSet | None) -> dict | None:
+    if tmr is None:
+        return None
+    return {"num_items": len(tmr.keys), "items": "the first caption of every motion (TMR)",
+            "filter": "none on test splits, 2-10 s otherwise (TMR)", "threshold": M.TMR_THRESHOLD,
+            "threshold_rule": "e_i . e_j > 2 * value - 1 on L2-normalised sentence embeddings",
+            "sentence_embeddings": "the original text encoder's pooled feature (TMR: all-mpnet-base-v2)",
+            "guo_batches": len(M.tmr_guo_batches(tmr.keys)), "nsim_file": tmr.nsim_file,
+            "nsim_items": None if tmr.nsim is None else int(tmr.nsim.size), "nsim_ids_not_evaluated": tmr.nsim_missing,
+            "max_len": tmr.max_len, "cropped_to_max_len": tmr.cropped}
+
+
 def _meta(run_dir: Path, data: Path, split: str, eval_set: EvalSet, protocol: _Protocol, device, seed: int,
           batch_size: int, ground_truth: bool, timings: dict, started: float) -> dict:
     """``meta`` of the results: what was evaluated, how, and how long it took."""
@@ -428,6 +522,8 @@ def _meta(run_dir: Path, data: Path, split: str, eval_set: EvalSet, protocol: _P
         "data_root": str(Path(data).resolve()),
         "split": split,
         "dataset": ds.dataset_name,
+        "layout": ds.label,
+        "skipped": {"problems": dict(ds.problem_counts), "motions": {k: list(v) for k, v in ds.problem_ids.items()}},
         "num_captions": len(ds),
         "num_clips": len(eval_set.clip_item),
         "num_motions": len(ds.motion_ids),
@@ -452,12 +548,16 @@ def _meta(run_dir: Path, data: Path, split: str, eval_set: EvalSet, protocol: _P
 
 def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.device = "cpu", batch_size: int = 64,
                  seed: int = 0, data_root: str | Path | None = None, progress: bool = True,
-                 write: bool = True) -> dict:
+                 write: bool = True, strict: bool = False) -> dict:
     """Evaluate the run in ``run_dir`` (module docstring) and, with ``write``, save
-    ``RUN/eval/metrics.json`` and ``RUN/eval/report.md``. Returns the metrics dict:
+    ``RUN/eval/metrics.json`` and ``RUN/eval/report.md``. ``strict``: stop at the first bad
+    dataset input instead of skipping it with one warning (:func:`build_eval_set`). Returns the
+    metrics dict:
 
     ``retrieval``: {variant: {protocol: {"t2m": {...}, "m2t": {...}}}} for variants original,
     baseline, mate and protocols all, threshold, small_batches (R@k in percent, MedR);
+    ``retrieval_tmr``: {variant: {"normal", "threshold", "nsim", "guo": {"t2m", "m2t"} or None,
+    "guo_batches"}}: TMR's protocols (a)-(d) exactly, on TMR's items (module docstring);
     ``t2m_standard``: {variant: {R_precision_top1/2/3 (fractions), MM_Dist, Diversity}};
     ``antonym_swap_accuracy``: {variant: {overall, per_pair, counts, correct, mean_margin}};
     ``segmentation_boundary_error_s``: {dp, uniform, num_captions, ...} or None without ground truth;
@@ -469,7 +569,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     data = resolve_data_root(run_dir, data_root)
-    eval_set = build_eval_set(data, split)
+    eval_set = build_eval_set(data, split, strict)
     ds = eval_set.dataset
     num_clips = len(eval_set.clip_item)
     log.info("evaluating %s on %s/%s: %d captions, %d clips", run_dir, data, split, len(ds), num_clips)
@@ -480,16 +580,21 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
         "mate": lambda: load_stage_model(run_dir, 1, device),
     }
     protocol = _Protocol.draw(eval_set, seed)
-    results: dict[str, Any] = {"retrieval": {}, "t2m_standard": {}, "antonym_swap_accuracy": {}, "word_table": {}}
+    results: dict[str, Any] = {"retrieval": {}, "retrieval_tmr": {}, "t2m_standard": {}, "antonym_swap_accuracy": {},
+                               "word_table": {}}
     original_rows = None
     timings: dict[str, float] = {}
-    model0 = None
+    model0 = tmr = None
     for variant, make in models.items():   # the original first: its features define paraphrases
         t0 = time.time()
         model = make()
         scores = _score_variant(model, variant, eval_set, protocol, batch_size, device, progress, seed)
         for name, value in scores.items():
             results[name][variant] = value
+        if variant == "original":
+            tmr = build_tmr_set(data, split, model.config.max_len, strict)
+        if tmr is not None:
+            results["retrieval_tmr"][variant] = _score_tmr(model, variant, tmr, batch_size, device, progress, seed)
         rows = antonym_word_rows(model.text_encoder)
         original_rows = rows if original_rows is None else original_rows
         results["word_table"][variant] = word_table_summary(rows, original_rows)
@@ -512,6 +617,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
 
     results["meta"] = _meta(run_dir, data, split, eval_set, protocol, device, seed, batch_size, gt is not None,
                             timings, started)
+    results["meta"]["retrieval_tmr"] = _tmr_meta(tmr)
     if write:
         out = run_dir / "eval"
         out.mkdir(parents=True, exist_ok=True)
@@ -521,6 +627,44 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str | torch.d
 
 
 # -------------------------------------------------------------------------------------- report
+def _retrieval_report_lines(results: dict) -> list[str]:
+    """The report's skipped inputs and its two retrieval sections: TMR's protocols exactly, then
+    the protocols generalised to every caption."""
+    meta = results["meta"]
+    lines: list[str] = []
+    if meta.get("skipped", {}).get("problems"):
+        lines += [f"Skipped bad inputs of the split: {meta['skipped']['problems']} "
+                  f"(motions: {meta['skipped']['motions']}).", ""]
+    ks = [f"R@{k}" for k in M.RECALL_KS] + ["MedR"]
+    tmr = results.get("retrieval_tmr") or {}
+    tmr_meta = meta.get("retrieval_tmr")
+    if tmr and tmr_meta:
+        lines += ["## Retrieval, TMR's protocols exactly (R@k in %)", "",
+                  f"TMR's items: the first caption of each of the {tmr_meta['num_items']} motions, no length filter "
+                  f"on a test split, no crop ({tmr_meta['cropped_to_max_len']} clips longer than the motion encoder's "
+                  f"{tmr_meta['max_len']} frames cut to their start). (b) positives: sentence embeddings with "
+                  f"e_i . e_j > 2 * {tmr_meta['threshold']} - 1, from {tmr_meta['sentence_embeddings']}; (c) the "
+                  f"`nsim` split ({tmr_meta['nsim_items'] if tmr_meta['nsim_file'] else 'no nsim file: not run'}); "
+                  f"(d) {tmr_meta['guo_batches']} batches of 32.", ""]
+        tmr_names = {"normal": "(a) all", "threshold": f"(b) threshold {tmr_meta['threshold']}", "nsim": "(c) dissimilar",
+                     "guo": "(d) batches of 32"}
+        for direction, title in (("t2m", "Text → motion"), ("m2t", "Motion → text")):
+            rows = [[tmr_names[p], v] + [tmr[v][p][direction][k] for k in ks]
+                    for p in tmr_names for v in tmr if tmr[v][p] is not None]
+            lines += [f"### {title} (TMR)", ""] + _table(["protocol", "model"] + ks, rows)
+    lines += ["## Retrieval over every caption (TMR's protocols generalised; R@k in %)", "",
+              "Every caption of the split against every distinct clip (start-anchored 196-frame crops); "
+              "batches: 32 distinct clips with one random caption each.", ""]
+    names = {"all": "all captions", "threshold": f"threshold {meta['threshold']['value']}",
+             "small_batches": f"batches of {meta['small_batches']['batch_size']}"}
+    for direction, title in (("t2m", "Text → motion"), ("m2t", "Motion → text")):
+        lines += [f"### {title}", ""]
+        rows = [[names[p], v] + [results["retrieval"][v][p][direction][k] for k in ks]
+                for p in PROTOCOLS for v in results["retrieval"]]
+        lines += _table(["protocol", "model"] + ks, rows)
+    return lines
+
+
 def write_report(results: dict, path: str | Path) -> Path:
     """``results`` (from :func:`evaluate_run`) as Markdown tables at ``path``."""
     meta = results["meta"]
@@ -529,15 +673,8 @@ def write_report(results: dict, path: str | Path) -> Path:
              f"{meta['num_clips']} clips. Encoder `{meta['encoder']}`, preset `{meta['preset']}`, device "
              f"`{meta['device']}`, seed {meta['seed']}; {meta['seconds']:.1f} s.", "",
              "Variants: **original** = baseline with the original encoder's word table; **baseline** = stage 0 "
-             "(no L_word); **mate** = stage 1.", "", "## Retrieval (TMR protocols; R@k in %)", ""]
-    ks = [f"R@{k}" for k in M.RECALL_KS] + ["MedR"]
-    names = {"all": "(a) all", "threshold": f"(b) threshold {meta['threshold']['value']}",
-             "small_batches": f"(d) batches of {meta['small_batches']['batch_size']}"}
-    for direction, title in (("t2m", "Text → motion"), ("m2t", "Motion → text")):
-        lines += [f"### {title}", ""]
-        rows = [[names[p], v] + [results["retrieval"][v][p][direction][k] for k in ks]
-                for p in PROTOCOLS for v in results["retrieval"]]
-        lines += _table(["protocol", "model"] + ks, rows)
+             "(no L_word); **mate** = stage 1.", ""]
+    lines += _retrieval_report_lines(results)
     lines += ["## Text-to-motion metrics (model as evaluator, normalised embeddings)", ""]
     cols = ["R_precision_top1", "R_precision_top2", "R_precision_top3", "MM_Dist", "Diversity"]
     lines += _table(["model", "R-prec top1", "top2", "top3", "MM-Dist", "Diversity"],
@@ -596,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder (default: the run's, from RUN_DIR/run.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (mate.plots)")
+    p.add_argument("--strict-data", action="store_true",
+                   help="stop at the first bad dataset input (a NaN/inf or empty motion, a missing file, a malformed "
+                        "caption) instead of skipping it with one warning that names it (default: skip)")
+    add_debug_flag(p)
     g = p.add_argument_group("plug-and-play protocol (mate.plug_and_play)")
     g.add_argument("--protocol", choices=("co-trained", "plug-and-play", "both"), default="plug-and-play",
                    help="plug-and-play (default): freeze each encoder and train fresh downstream probes on it (the "
@@ -629,10 +770,11 @@ def _compare_paths(specs: Sequence[str]) -> dict[str, str]:
 
 
 def _print_co_trained(results: dict, out: Path) -> None:
-    ret = results["retrieval"]
+    ret, tmr = results["retrieval"], results.get("retrieval_tmr") or {}
     for v in ret:
         a = ret[v]["all"]["t2m"]
-        print(f"{v:9s} t2m(all) R@1 {a['R@1']:.2f} R@5 {a['R@5']:.2f} MedR {a['MedR']:.1f}   "
+        tmr_a = f"TMR (a) t2m R@1 {tmr[v]['normal']['t2m']['R@1']:.2f}   " if v in tmr else ""
+        print(f"{v:9s} t2m(all captions) R@1 {a['R@1']:.2f} R@5 {a['R@5']:.2f} MedR {a['MedR']:.1f}   {tmr_a}"
               f"antonym swap {_fmt(results['antonym_swap_accuracy'][v]['overall'])}%")
     seg = results["segmentation_boundary_error_s"]
     if seg is not None:
@@ -656,40 +798,36 @@ def _print_plug_and_play(results: dict, out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     """``python -m mate.evaluate``: returns the co-trained metrics (when run) with the
     plug-and-play results under ``"plug_and_play"`` (when run)."""
+    args = build_parser().parse_args(argv)
+    with user_errors(args.debug):    # a user's mistake: one "error:" line (mate.cli)
+        return _run_command(args)
+
+
+def _run_command(args) -> dict:
     from mate import plug_and_play
 
-    args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
-    try:
-        resolve_device(args.device)
-        probe_config = _probe_config(args)
-        compare = _compare_paths(args.compare)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    resolve_device(args.device)
+    probe_config = _probe_config(args)
+    compare = _compare_paths(args.compare)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     out = args.run_dir / "eval"
     results: dict = {}
-    try:
-        check_run_dir(args.run_dir)   # both stages: a run whose MATE stage has not finished is named as such
-        if args.protocol in ("co-trained", "both"):
-            results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,
-                                   progress=not args.no_progress)
-            _print_co_trained(results, out)
-        if args.protocol in ("plug-and-play", "both"):
-            results["plug_and_play"] = plug_and_play.evaluate_run(
-                args.run_dir, args.probe_data or args.data, probe_config, split=args.split, extra=compare,
-                progress=not args.no_progress)
-            _print_plug_and_play(results["plug_and_play"], out)
-    except (RunDirectoryError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    check_run_dir(args.run_dir)   # both stages: a run whose MATE stage has not finished is named as such
+    if args.protocol in ("co-trained", "both"):
+        results = evaluate_run(args.run_dir, args.split, args.device, args.batch_size, args.seed, args.data,
+                               progress=not args.no_progress, strict=args.strict_data)
+        _print_co_trained(results, out)
+    if args.protocol in ("plug-and-play", "both"):
+        results["plug_and_play"] = plug_and_play.evaluate_run(
+            args.run_dir, args.probe_data or args.data, probe_config, split=args.split, extra=compare,
+            progress=not args.no_progress, strict=args.strict_data)
+        _print_plug_and_play(results["plug_and_play"], out)
     if not args.no_figures:
         from mate.plots import render_run_figures
 
-        try:
-            figures = render_run_figures(args.run_dir, device=args.device, data_dir=args.data)
-        except (RunDirectoryError, ValueError) as e:
-            raise SystemExit(f"error: figures: {e}") from None
+        figures = render_run_figures(args.run_dir, device=args.device, data_dir=args.data)
         print(f"wrote {len(figures)} figures into {out}: " + ", ".join(f.name for f in figures))
     return results
 

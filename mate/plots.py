@@ -628,7 +628,8 @@ def _word_figures(run: RunDir, spec: str, device: str) -> list[Path]:
 
 
 def _test_motion_figure(data: Path, fps: float, out_dir: Path) -> list[Path]:
-    """Stick figures of the first motion of the test split (else val, train) that has features."""
+    """Stick figures of the first motion of the test split (else val, train) that has usable
+    features (a missing, empty or NaN/inf motion, such as HumanML3D's test 007975, is passed over)."""
     ids = []
     for split in ("test.txt", "val.txt", "train.txt"):
         for base in (data, data / "splits"):
@@ -642,7 +643,10 @@ def _test_motion_figure(data: Path, fps: float, out_dir: Path) -> list[Path]:
         if vec.is_file():
             from mate.data.features import recover_joints
 
-            joints = recover_joints(np.load(vec))
+            features = np.load(vec)
+            if features.ndim != 2 or features.shape[0] == 0 or not np.isfinite(features).all():
+                continue
+            joints = recover_joints(features)
             caption = _first_caption(data, motion_id)
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in motion_id)
             return [plot_stick_figures(
@@ -689,7 +693,9 @@ def render_run_figures(run_dir: PathLike, device: str = "cpu", data_dir: PathLik
 
     if data is not None:
         written += _test_motion_figure(data, fps, out_dir)
-    if run.metrics_csv.is_file():
+    if run.metrics_csv.is_file() and read_metrics(run.metrics_csv):
         written.append(plot_training_curves(run.metrics_csv, out_dir / "training_curves.png",
                                             title=f"Training curves of {run_dir.name}"))
+    elif run.metrics_csv.is_file():   # a run too short to log a row: nothing to draw
+        log.info("render_run_figures: %s has no rows: training curves skipped", run.metrics_csv)
     return written

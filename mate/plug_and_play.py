@@ -116,12 +116,14 @@ def motion_descriptor(motion: torch.Tensor, chunks: int = 4) -> torch.Tensor:
     return torch.cat(means + [motion.std(0, unbiased=False)])
 
 
-def load_split(data_root: str | Path, split: str, chunks: int = 4) -> ProbeSplit:
+def load_split(data_root: str | Path, split: str, chunks: int = 4, strict: bool = False) -> ProbeSplit:
     """The captions and distinct clips of ``split`` (windows cropped deterministically from the
-    start, as evaluation does), each clip summarised by :func:`motion_descriptor`."""
+    start, as evaluation does), each clip summarised by :func:`motion_descriptor`. Bad inputs
+    (NaN/inf or empty motions, missing files, malformed captions) are skipped with one warning
+    naming them (``strict=True``: the first one raises)."""
     from mate.data.dataset import MotionTextDataset, distinct_clips
 
-    dataset = MotionTextDataset(data_root, split, crop="start")
+    dataset = MotionTextDataset(data_root, split, strict=strict, crop="start")
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data_root} has no usable caption")
     clip_of, first = distinct_clips(dataset.records)
@@ -365,7 +367,8 @@ def _paired(outcomes: list[dict], reference: list[dict], test: ProbeSplit, tests
 
 # -------------------------------------------------------------------------------- the comparison
 def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Path, config: ProbeConfig | None = None,
-                     split: str = "test", reference: str | None = None, progress: bool = True) -> dict:
+                     split: str = "test", reference: str | None = None, progress: bool = True,
+                     strict: bool = False) -> dict:
     """Train and score the probes of every encoder (module docstring).
 
     encoders: name -> a function returning the frozen :class:`mate.text.encoder_base.TextEncoder`
@@ -374,7 +377,7 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
     tune). reference: the encoder the paired differences are taken against (default: the first).
     Returns a JSON-ready dict: ``counts``, ``config``, ``encoders`` {name: {probe: metrics}},
     ``paired`` {name: {probe: differences vs reference}}, ``word_table`` {name:
-    :func:`antonym_pair_cosines`}, ``seconds``."""
+    :func:`antonym_pair_cosines`}, ``seconds``. ``strict``: see :func:`load_split`."""
     from tqdm.auto import tqdm
 
     config = config or ProbeConfig()
@@ -384,8 +387,8 @@ def compare_encoders(encoders: dict[str, Callable[[], Any]], data_root: str | Pa
     if reference not in encoders:
         raise ValueError(f"reference {reference!r} is not one of the encoders {list(encoders)}")
     started = time.time()
-    train = load_split(data_root, "train", config.time_chunks)
-    test = load_split(data_root, split, config.time_chunks)
+    train = load_split(data_root, "train", config.time_chunks, strict)
+    test = load_split(data_root, split, config.time_chunks, strict)
     tests = TestTexts.build(test.captions)
     counts = {"train_captions": len(train.captions), "train_clips": len(train.motion_ids),
               "test_captions": len(test.captions), "test_clips": len(test.motion_ids),
@@ -534,15 +537,17 @@ def probe_data(run_dir: str | Path, override: str | Path | None = None, progress
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, config: ProbeConfig | None = None,
                  split: str = "test", extra: dict[str, str | Path] | None = None, progress: bool = True,
-                 write: bool = True) -> dict:
+                 write: bool = True, strict: bool = False) -> dict:
     """:func:`compare_encoders` for a run's encoders (:func:`encoders_of_run`) on ``data_root``
-    (default: :func:`probe_data`); with ``write``, ``RUN/eval/plug_and_play.json`` and ``.md``."""
+    (default: :func:`probe_data`); with ``write``, ``RUN/eval/plug_and_play.json`` and ``.md``.
+    ``strict``: see :func:`load_split`."""
     from mate import rundir
     from mate.atomic import atomic_write_json, atomic_write_text
 
     run = rundir.check_run_dir(run_dir, stages=(0,))
     data = probe_data(run.root, data_root, progress)
-    results = compare_encoders(encoders_of_run(run.root, extra), data, config, split=split, progress=progress)
+    results = compare_encoders(encoders_of_run(run.root, extra), data, config, split=split, progress=progress,
+                               strict=strict)
     results["run_dir"], results["data_root"] = str(run.root.resolve()), str(Path(data).resolve())
     if write:
         atomic_write_json(run.eval / "plug_and_play.json", results)

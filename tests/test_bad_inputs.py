@@ -251,7 +251,7 @@ def test_data_that_is_a_file(tmp_path):
 def test_data_folder_that_is_not_a_dataset(tmp_path, tiny_hf_encoder_dir):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "run"
-    with pytest.raises(FileNotFoundError, match=r"train\.txt: split file not found"):
+    with pytest.raises(SystemExit, match=r"^error: .*train\.txt: split file not found"):
         train.main(pipeline_args(tmp_path / "empty", tiny_hf_encoder_dir, out))
     assert_clean(out, "subtexts.json", "vocab.json")
 
@@ -275,8 +275,10 @@ def test_unknown_encoder_spec(tmp_path, tiny_synthetic_dataset):
     from mate.text.encoders import UnknownEncoderSpecError
 
     out = tmp_path / "run"
-    with pytest.raises(UnknownEncoderSpecError, match=r"unknown text-encoder spec 'bert-base'; expected 'minilm'"):
+    with pytest.raises(SystemExit, match=r"^error: unknown text-encoder spec 'bert-base'; expected 'minilm'"):
         train.main(pipeline_args(tiny_synthetic_dataset, "bert-base", out))
+    with pytest.raises(UnknownEncoderSpecError):     # --debug: the exception itself
+        train.main(pipeline_args(tiny_synthetic_dataset, "bert-base", out, "--debug"))
     assert_clean(out, "stage0", "segments.json", "stage1", "encoder")
 
 
@@ -284,8 +286,10 @@ def test_encoder_folder_that_does_not_exist(tmp_path, tiny_synthetic_dataset):
     from mate.text.encoders import MissingWeightsError
 
     out = tmp_path / "run"
-    with pytest.raises(MissingWeightsError, match=r"(?s)no transformers model at '/nonexistent/encoder'.*never downloads"):
+    with pytest.raises(SystemExit, match=r"^error: no transformers model at '/nonexistent/encoder'.*never downloads"):
         train.main(pipeline_args(tiny_synthetic_dataset, "hf:/nonexistent/encoder", out))
+    with pytest.raises(MissingWeightsError, match=r"(?s)no transformers model at '/nonexistent/encoder'"):
+        train.main(pipeline_args(tiny_synthetic_dataset, "hf:/nonexistent/encoder", out, "--debug"))
     assert_clean(out, "stage0", "segments.json", "stage1", "encoder")
 
 
@@ -391,7 +395,7 @@ def test_cached_stage_model_from_another_vocabulary(finished_mini_run, mini_data
 def test_edited_caption_invalidates_cached_subtexts(dataset_copy, tmp_path):
     out = tmp_path / "run"
     argv = pipeline_args(dataset_copy, "no-such-encoder", out)  # stops right after the vocabulary stage
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit, match="unknown text-encoder spec"):
         train.main(argv)
     if not (out / "subtexts.json.done").exists():
         pytest.skip("the encoder is now validated before the data stages: stop the run another way")
@@ -400,7 +404,7 @@ def test_edited_caption_invalidates_cached_subtexts(dataset_copy, tmp_path):
     new_caption = "a person crawls forward then somersaults"
     path.write_text("".join(f"{new_caption}#a/DET person/NOUN crawl/VERB forward/ADV then/ADV somersault/VERB#0.0#0.0\n"
                             for _ in path.read_text().splitlines()))
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit, match="unknown text-encoder spec"):
         train.main(argv)
     subtexts = json.loads((out / "subtexts.json").read_text())
     assert " ".join(subtexts[f"{motion_id}_0"]).replace(",", "") == new_caption
@@ -439,7 +443,7 @@ def test_llm_answers_with_an_invalid_json_line_stop_the_run_cleanly(tiny_synthet
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"id": key, "answer": [caption]}) + "\n" + '{"id": "x", "answer": ["a"\n')
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match=r"answers\.jsonl:2: malformed JSON line"):
+    with pytest.raises(SystemExit, match=r"answers\.jsonl:2: malformed JSON line"):
         train.main(pipeline_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, out, "--subtexts", str(answers)))
     assert_clean(out, "subtexts.json", "subtexts.json.done", "vocab.json")
 
@@ -622,6 +626,124 @@ def test_huge_min_units_does_not_crash_the_extension(call):
     assert result.returncode == 0, f"the extension crashed (exit code {result.returncode})"
     assert result.stdout.startswith("ValueError:") and "N * min_units = 3 * 3074457345618258603 exceeds G = 7" \
         in result.stdout, result.stdout
+
+
+# ------------------------------------------------------- every command: one "error:" line (mate.cli)
+
+
+def _command(module: str, *args: str, env_extra: dict | None = None, timeout: int = 180):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def _assert_one_error_line(result, fragment: str, status: int = 1) -> str:
+    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr[-2000:]
+    assert result.stderr.rstrip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def test_offline_hf_encoder_is_one_error_line_and_debug_shows_the_traceback(tiny_synthetic_dataset, tmp_path):
+    """``python -m mate.train --encoder hf:distilbert-base-uncased`` on a machine without those
+    weights (an empty Hugging Face cache, offline): one ``error:`` line, status 1, no traceback;
+    ``--debug`` shows the traceback."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    argv = ["--encoder", "hf:distilbert-base-uncased", "--data", str(tiny_synthetic_dataset), "--out",
+            str(tmp_path / "run"), "--max-steps", "1", "--no-export"]
+    line = _assert_one_error_line(_command("mate.train", *argv, env_extra=env),
+                                  "no transformers model at 'distilbert-base-uncased'")
+    assert "never downloads" in line
+    debug = _command("mate.train", *argv, "--debug", env_extra=env)
+    assert debug.returncode != 0
+    assert "Traceback (most recent call last)" in debug.stderr and "MissingWeightsError" in debug.stderr
+    assert not any(line.startswith("error:") for line in debug.stderr.splitlines())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module,args,fragment,status", [
+    ("mate.evaluate", ["{tmp}/no-run"], "no-run", 1),
+    ("mate.diagnostics", ["{tmp}/no-run"], "no-run", 1),
+    ("mate.ablate", ["--data", "{tmp}/no-data", "--out", "{tmp}/abl"], "--data {tmp}/no-data is not a directory", 1),
+    ("mate.data.synthetic", ["--out", "{tmp}/syn", "--motions", "0"], "--motions must be >= 1", 2),
+    ("mate.train", ["--out", "{tmp}/run", "--epochs", "-1"], "--epochs must be positive", 1),
+])
+def test_every_command_reports_a_mistake_in_one_line(module, args, fragment, status, tmp_path):
+    args = [a.format(tmp=tmp_path) for a in args]
+    _assert_one_error_line(_command(module, *args), fragment.format(tmp=tmp_path), status)
+    debug = _command(module, *args, "--debug")
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr, debug.stderr[-2000:]
+
+
+def test_every_command_has_a_debug_flag(tmp_path, capsys):
+    """In-process: the same mistakes are SystemExit("error: ...") (status 2 for the synthetic
+    writer, its message on stderr), and --debug lets the exception itself through."""
+    from mate import ablate, diagnostics, evaluate
+    from mate.data.synthetic import writer
+    from mate.rundir import RunDirectoryError
+
+    for main in (evaluate.main, diagnostics.main):
+        with pytest.raises(SystemExit, match=r"^error: .*no-run"):
+            main([str(tmp_path / "no-run")])
+        with pytest.raises(RunDirectoryError):
+            main([str(tmp_path / "no-run"), "--debug"])
+    with pytest.raises(SystemExit, match=r"^error: --data .* is not a directory"):
+        ablate.main(["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "abl")])
+    with pytest.raises(NotADirectoryError):
+        ablate.main(["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "abl"), "--debug"])
+    with pytest.raises(SystemExit) as info:
+        writer.main(["--out", str(tmp_path / "syn"), "--motions", "many"])
+    assert info.value.code == 2 and "error: --motions" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--motions"):
+        writer.main(["--out", str(tmp_path / "syn"), "--motions", "many", "--debug"])
+
+
+def _raised_in(module_name: str, exc: BaseException) -> BaseException:
+    """``exc`` as raised by code whose module is ``module_name`` (its innermost frame)."""
+    namespace = {"__name__": module_name}
+    exec(compile("def fail(e):\n    raise e\n", f"<{module_name}>", "exec"), namespace)
+    try:
+        namespace["fail"](exc)
+    except BaseException as caught:  # noqa: BLE001
+        return caught
+    raise AssertionError("not raised")
+
+
+def test_user_mistakes_and_bugs_are_told_apart():
+    from mate import cli
+    from mate.checkpoint import CorruptCheckpointError
+    from mate.train import ConfigError
+
+    mistakes = [_raised_in("mate.data.dataset", ValueError("bad caption")),
+                _raised_in("mate.train.config", ConfigError("--epochs must be positive")),
+                _raised_in("numpy.lib.npyio", FileNotFoundError("x.npy")),        # a path: wherever raised
+                _raised_in("mate.checkpoint", CorruptCheckpointError("ckpt.pt: checksum mismatch")),
+                _raised_in("mate.text.clip_backend", ImportError("pip install open_clip_torch"))]
+    bugs = [_raised_in("numpy.core.fromnumeric", ValueError("operands could not be broadcast")),
+            _raised_in("mate.model.mate_model", TypeError("unsupported operand")),
+            _raised_in("mate.model.mate_model", RuntimeError("shape mismatch")),
+            _raised_in("mate.evaluate", KeyError("R@1")),
+            _raised_in("torch.nn.modules", ImportError("cannot import name"))]
+    assert all(cli.is_user_mistake(e) for e in mistakes)
+    assert not any(cli.is_user_mistake(e) for e in bugs)
+    # a mistake: one line, whitespace runs collapsed; a bug: through, untouched; --debug: through
+    with pytest.raises(SystemExit, match=r"^error: bad caption in line 3$"):
+        with cli.user_errors():
+            raise _raised_in("mate.data.dataset", ValueError("bad caption\n  in line 3"))
+    with pytest.raises(TypeError):
+        with cli.user_errors():
+            raise bugs[1]
+    with pytest.raises(ValueError):
+        with cli.user_errors(debug=True):
+            raise mistakes[0]
+    with pytest.raises(SystemExit) as info:
+        with cli.user_errors():
+            raise KeyboardInterrupt
+    assert info.value.code == 130
 
 
 # ------------------------------------------------------------------------------ synthetic data

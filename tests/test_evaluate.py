@@ -170,3 +170,75 @@ def test_missing_stage_is_named(tiny_run, tmp_path):
         E.main([str(partial)])
     with pytest.raises(RunDirectoryError, match="is not a directory"):
         load_stage_model(tmp_path / "nowhere", 0)
+
+
+# ------------------------------------------------------------- a real split with bad motions
+def _bad_humanml3d_split(root, humanml3d_fixture, synthetic):
+    """A HumanML3D-layout set: the real Mean/Std and motion 012314, the tiny synthetic set's
+    motions, and the bad motions of real releases: 007975 (NaN everywhere, as in HumanML3D's test
+    split), M007975 (inf from frame 50) and 999999 (0 frames). 007975 is the first test id."""
+    (root / "new_joint_vecs").mkdir(parents=True)
+    for name in ("Mean.npy", "Std.npy"):
+        (root / name).symlink_to(humanml3d_fixture / name)
+    (root / "texts").mkdir()
+    real = np.load(humanml3d_fixture / "new_joint_vecs" / "012314.npy")
+    nan, inf = real.copy(), real.copy()
+    nan[:] = np.nan
+    inf[50:, 10] = np.inf
+    motions = {"012314": real, "007975": nan, "M007975": inf, "999999": np.zeros((0, 263), np.float32)}
+    for mid, motion in motions.items():
+        np.save(root / "new_joint_vecs" / f"{mid}.npy", motion)
+        (root / "texts" / f"{mid}.txt").write_text(
+            "a person kicks with the left leg then walks forward#a/DET person/NOUN kick/VERB#0.0#0.0\n"
+            "someone kicks to the left#someone/PRON kick/VERB#0.0#0.0\n")
+    synthetic_ids = (synthetic / "all.txt").read_text().split()
+    for mid in synthetic_ids:
+        (root / "new_joint_vecs" / f"{mid}.npy").symlink_to(synthetic / "new_joint_vecs" / f"{mid}.npy")
+        (root / "texts" / f"{mid}.txt").symlink_to(synthetic / "texts" / f"{mid}.txt")
+    test = ["007975", "012314"] + (synthetic / "test.txt").read_text().split() + ["M007975", "999999"]
+    (root / "test.txt").write_text("\n".join(test) + "\n")
+    (root / "train.txt").write_text("\n".join((synthetic / "train.txt").read_text().split() + ["007975"]) + "\n")
+    (root / "nsim_test.txt").write_text("\n".join(test[:-2]) + "\n")   # TMR's (c): all but the last two
+    return root
+
+
+def test_real_split_with_bad_motions_is_evaluated_end_to_end(tiny_run, humanml3d_fixture, tiny_synthetic_dataset,
+                                                            tmp_path):
+    """`python -m mate.evaluate` (its Python entry, both protocols and the figures) on a test split
+    holding a NaN, an inf and an empty motion: no crash, one warning per split naming and counting
+    them, the skipped motions in the metrics, TMR's protocols on the remaining motions."""
+    from mate.data.dataset import DatasetProblemWarning
+
+    data = _bad_humanml3d_split(tmp_path / "data", humanml3d_fixture, tiny_synthetic_dataset)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    with pytest.warns(DatasetProblemWarning) as record:
+        out = E.main([str(run), "--data", str(data), "--protocol", "both", "--seeds", "1", "--probe-epochs", "1",
+                      "--probes", "pooled", "--no-progress"])
+    test_warnings = {str(w.message) for w in record if "split='test'" in str(w.message)}
+    assert len(test_warnings) == 1          # the co-trained and the plug-and-play test splits: one summary
+    message = test_warnings.pop()
+    assert "nonfinite_motion: 4 (2 motions: 007975, M007975;" in message   # 2 captions each
+    assert "empty_motion: 1 (1 motion: 999999;" in message
+    assert any("split='train'" in str(w.message) and "007975" in str(w.message) for w in record)
+    meta = out["meta"]
+    assert meta["skipped"]["motions"] == {"empty_motion": ["999999"], "nonfinite_motion": ["007975", "M007975"]}
+    assert meta["num_motions"] == 1 + len((tiny_synthetic_dataset / "test.txt").read_text().split())
+    assert meta["layout"].startswith("HumanML3D-style layout")
+    tmr = out["retrieval_tmr"]
+    assert set(tmr) == {"original", "baseline", "mate"}
+    assert meta["retrieval_tmr"]["num_items"] == meta["num_motions"]          # one (first) caption per motion
+    assert meta["retrieval_tmr"]["nsim_items"] == meta["num_motions"]       # 007975 is not evaluated
+    assert meta["retrieval_tmr"]["nsim_ids_not_evaluated"] == 1
+    for variant in tmr:
+        assert 0.0 <= tmr[variant]["normal"]["t2m"]["R@1"] <= 100.0
+        assert tmr[variant]["threshold"]["t2m"]["R@1"] >= tmr[variant]["normal"]["t2m"]["R@1"]
+        assert tmr[variant]["nsim"] is not None and tmr[variant]["guo"] is None   # fewer than 32 motions
+    assert out["plug_and_play"]["counts"]["test_motions"] == meta["num_motions"]
+    report = (run / "eval" / "report.md").read_text()
+    assert "Skipped bad inputs" in report and "TMR's protocols exactly" in report
+    assert (run / "eval" / "stick_figures_012314.png").is_file()     # the NaN first test motion passed over
+    # --strict-data: the first bad motion ends the command with one error line naming it
+    with pytest.raises(SystemExit, match=r"^error: .*007975\.npy: NaN/inf in frame 0"):
+        E.main([str(run), "--data", str(data), "--protocol", "co-trained", "--no-figures", "--no-progress",
+                "--strict-data"])

@@ -488,9 +488,12 @@ def test_bad_arguments_raise_value_errors_naming_the_problem(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         syn.write_dataset(tmp_path / "file", 2)
     with pytest.raises(ValueError, match="--motions"):
-        syn.main(["--out", str(tmp_path / "y"), "--motions", "many"])
+        syn.main(["--out", str(tmp_path / "y"), "--motions", "many", "--debug"])
     with pytest.raises(ValueError, match="--seed"):
-        syn.main(["--out", str(tmp_path / "y"), "--motions", "2", "--seed", "-3"])
+        syn.main(["--out", str(tmp_path / "y"), "--motions", "2", "--seed", "-3", "--debug"])
+    with pytest.raises(SystemExit) as info:   # without --debug: one "error:" line, status 2 (mate.cli)
+        syn.main(["--out", str(tmp_path / "y"), "--motions", "many"])
+    assert info.value.code == 2
     with pytest.raises(ValueError, match="unknown action"):
         syn.motion_from_plan(syn.MotionPlan((syn.Segment("moonwalk", "normal", 40, 40),)))
 

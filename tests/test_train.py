@@ -177,3 +177,45 @@ def test_compute_segments_same_whatever_the_batching(tiny_synthetic_dataset, tin
     assert one == many
     assert one.keys() == subtexts.keys()
     assert sum(len(s["subtexts"]) > 1 for s in one.values()) >= 3
+
+
+def test_training_skips_bad_motions_with_one_warning(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    """A training split holding a NaN, an inf and an empty motion (real releases have such files:
+    HumanML3D's 007975): the run skips them with one warning naming and counting them, logs it,
+    and trains on the rest; --strict-data stops at the first with one error line."""
+    import numpy as np
+
+    from mate.data.dataset import DatasetProblemWarning
+
+    data = tmp_path / "data"
+    (data / "new_joint_vecs").mkdir(parents=True)
+    (data / "texts").mkdir()
+    for name in ("Mean.npy", "Std.npy", "val.txt"):
+        (data / name).symlink_to(tiny_synthetic_dataset / name)
+    ids = (tiny_synthetic_dataset / "all.txt").read_text().split()
+    for mid in ids:
+        (data / "new_joint_vecs" / f"{mid}.npy").symlink_to(tiny_synthetic_dataset / "new_joint_vecs" / f"{mid}.npy")
+        (data / "texts" / f"{mid}.txt").symlink_to(tiny_synthetic_dataset / "texts" / f"{mid}.txt")
+    good = np.load(tiny_synthetic_dataset / "new_joint_vecs" / f"{ids[0]}.npy")
+    nan, inf = good.copy(), good.copy()
+    nan[:, :] = np.nan
+    inf[10, 0] = np.inf
+    for mid, motion in (("nan0", nan), ("inf0", inf), ("empty0", good[:0])):
+        np.save(data / "new_joint_vecs" / f"{mid}.npy", motion)
+        (data / "texts" / f"{mid}.txt").write_text("a person walks forward#a/DET person/NOUN walk/VERB#0.0#0.0\n")
+    train_ids = (tiny_synthetic_dataset / "train.txt").read_text().split()
+    (data / "train.txt").write_text("\n".join(["nan0"] + train_ids + ["inf0", "empty0"]) + "\n")
+    out = tmp_path / "run"
+    with pytest.warns(DatasetProblemWarning) as record:
+        summary = train.main(run_args(data, tiny_hf_encoder_dir, out, "--epochs", "1", "--max-steps", "1"))
+    messages = [str(w.message) for w in record if "split='train'" in str(w.message)]
+    assert len(messages) == 1
+    assert "nonfinite_motion: 2 (2 motions: nan0, inf0;" in messages[0]
+    assert "empty_motion: 1 (1 motion: empty0;" in messages[0]
+    assert summary["stage0"]["steps"] == 1 and summary["stage1"]["steps"] == 1
+    log = (out / "train.log").read_text()
+    assert "train split: skipped" in log and "nan0" in log
+    segments = json.loads((out / "segments.json").read_text())
+    assert not any(key.startswith(("nan0", "inf0", "empty0")) for key in segments)
+    with pytest.raises(SystemExit, match=r"^error: .*nan0\.npy: NaN/inf in frame 0"):
+        train.main(run_args(data, tiny_hf_encoder_dir, tmp_path / "strict", "--strict-data"))

@@ -653,6 +653,8 @@ class MotionTextDataset(Dataset):
                 ids.append(motion_id)
 
     def _warn_summary(self) -> None:
+        # Issued from this line (stacklevel=1), so that Python's default filter shows an identical
+        # summary once per process: a command that builds the same split twice warns once.
         parts = []
         for kind, count in sorted(self.problem_counts.items()):
             ids = self.problem_ids.get(kind, [])
@@ -664,7 +666,7 @@ class MotionTextDataset(Dataset):
         warnings.warn(
             f"MotionTextDataset({self.root}, split={self.split!r}) skipped bad inputs "
             f"[strict=False; {len(self.records)} items kept]: " + "; ".join(parts),
-            DatasetProblemWarning, stacklevel=3)
+            DatasetProblemWarning, stacklevel=1)
 
     def _resolve_spec(self, dataset: str, mean: np.ndarray | None, mean_file: Path,
                       split_ids: Sequence[str], tmr_entries: Mapping[str, Any]) -> DatasetSpec:

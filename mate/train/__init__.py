@@ -30,6 +30,14 @@ Scale and robustness:
                 deterministic algorithms: a run killed and resumed ends bit-identical to an
                 uninterrupted one
 
+Bad data and mistakes:
+
+    --data DIR  NaN/inf or empty motions, missing files and malformed captions of a split are
+                skipped with one warning that names them and counts them (HumanML3D's test split
+                holds two NaN motions); --strict-data stops at the first one instead
+    --debug     a user's mistake (a wrong path, missing weights, a bad value) prints one
+                'error:' line; --debug shows the Python traceback
+
 The package: :mod:`~mate.train.config` (presets, :class:`TrainConfig`), :mod:`~mate.train.batches`
 (sampling and collation), :mod:`~mate.train.trainer` (one stage: restore / fit / validate / save),
 :mod:`~mate.train.pipeline` (the cached stages; :func:`run`, the typed entry point),

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from mate.cli import add_debug_flag, user_errors
 from mate.model.losses import LOSS_NAMES
 from mate.ops import PRIOR_VARIANTS
 
-from .config import PRESETS, PROTOTYPE_INIT, WORD_SAMPLING, ConfigError, TrainConfig
+from .config import PRESETS, PROTOTYPE_INIT, WORD_SAMPLING, TrainConfig
 from .pipeline import run
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--strict-data", action="store_true",
+                   help="stop at the first bad dataset input (a NaN/inf or empty motion, a missing file, a malformed "
+                        "caption) instead of skipping it with one warning that names it (default: skip)")
+    add_debug_flag(p)
     return p
 
 
@@ -89,11 +94,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """``python -m mate.train``: returns the run summary. A command-line mistake exits with one
-    ``error:`` line (SystemExit), before anything is written."""
+    """``python -m mate.train``: returns the run summary. A user's mistake exits with one
+    ``error:`` line (SystemExit, :mod:`mate.cli`; ``--debug``: the traceback); a bad flag value
+    does so before anything is written."""
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors(args.debug):
         config = config_from_args(args).resolve()
         return run(config, argv=list(sys.argv[1:] if argv is None else argv))
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None

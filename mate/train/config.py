@@ -94,6 +94,7 @@ class TrainConfig:
     num_workers: int = 0
     log_every: int = 10
     no_export: bool = False
+    strict_data: bool = False           # True: a bad dataset input raises; False: skipped, one warning
 
     def __post_init__(self):
         for name in ("data", "subtexts"):

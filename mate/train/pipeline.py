@@ -335,7 +335,7 @@ def run(config: TrainConfig, argv: Sequence[str] | None = None) -> dict:
 
 
 def _run(config: TrainConfig, env: mdist.DistEnv, argv: Sequence[str] | None) -> dict:
-    from mate.data.dataset import MotionTextDataset
+    from mate.data.dataset import DEFAULT_CROP_FRAMES, MotionTextDataset
 
     run_dir = RunDir(config.out)
     if env.is_main:
@@ -354,12 +354,19 @@ def _run(config: TrainConfig, env: mdist.DistEnv, argv: Sequence[str] | None) ->
         write_manifest(run_dir.root, encoder=config.encoder, data_root=data_root, synthetic=config.data is None,
                        preset=config.preset, config=config.to_dict(), argv=argv)
     # Training items come uncropped; SeededSamples crops them (randomness per (seed, epoch, index)).
-    train_set = MotionTextDataset(data_root, "train", seed=config.seed, crop_frames=None)
-    view = MotionTextDataset(data_root, "train", crop="start")  # deterministic, for segmentation
-    val_set = MotionTextDataset(data_root, "val", crop="start") if (data_root / "val.txt").exists() or \
-        (data_root / "splits" / "val.txt").exists() else None
-    log.info("data: %s (%s), %d training captions, %d validation", data_root, train_set.dataset_name,
+    # Bad inputs (NaN/inf or empty motions, ...) are skipped with one warning unless --strict-data.
+    strict = config.strict_data
+    train_set = MotionTextDataset(data_root, "train", strict=strict, seed=config.seed, crop_frames=None)
+    # deterministic, for segmentation: the same items, start-anchored crops (nothing re-read)
+    view = train_set.with_options(crop="start", crop_frames=DEFAULT_CROP_FRAMES, seed=None)
+    val_set = MotionTextDataset(data_root, "val", strict=strict, crop="start") \
+        if (data_root / "val.txt").exists() or (data_root / "splits" / "val.txt").exists() else None
+    log.info("data: %s [%s]; %d training captions, %d validation", data_root, train_set.label,
              len(train_set), len(val_set) if val_set is not None else 0)
+    for name, dataset in (("train", train_set), ("val", val_set)):
+        if dataset is not None and dataset.problem_counts:
+            log.info("data: %s split: skipped %s (motions %s)", name, dataset.problem_counts,
+                     {k: v[:10] for k, v in dataset.problem_ids.items()})
     if len(train_set) == 0:
         counts = train_set.filter_counts
         raise ValueError(f"{data_root}: the train split has no usable clip: {counts['too_short']} captions' clips are "

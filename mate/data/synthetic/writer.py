@@ -63,6 +63,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from mate.cli import add_debug_flag, user_errors
 from mate.data.features import feature_layout, joints_to_features, recover_joints
 from mate.data.skeleton import HUMANML3D
 from mate.data.synthetic.actions import ACTIONS, DURATION_PROFILES, MotionPlan, plan_motion, render_motion
@@ -425,7 +426,8 @@ def _parse_int(name: str, value: str, minimum: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> DatasetSummary:
     """``python -m mate.data.synthetic --out DIR --motions N --seed S [--workers W]
-    [--progress/--no-progress] [--durations realistic|uniform]``. Raises ValueError naming the bad argument."""
+    [--progress/--no-progress] [--durations realistic|uniform] [--debug]``. A bad argument exits
+    with status 2 and one ``error:`` line naming it (``--debug``: the traceback)."""
     parser = argparse.ArgumentParser(
         prog="python -m mate.data.synthetic",
         description="Write the synthetic compositional text-motion benchmark in the HumanML3D "
@@ -443,13 +445,15 @@ def main(argv: Sequence[str] | None = None) -> DatasetSummary:
     parser.add_argument("--durations", choices=DURATION_PROFILES, default="realistic",
                         help="how long actions last: realistic (default; a long walk beside a short "
                              "kick) or uniform (every action 1-3 s, as sets made before this option)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    if not str(args.out).strip():
-        raise ValueError("--out must be a directory path, got an empty string")
-    summary = write_dataset(args.out, _parse_int("--motions", args.motions, 1),
-                            seed=_parse_int("--seed", args.seed, 0),
-                            workers=_parse_int("--workers", args.workers, 0),
-                            progress=args.progress, durations=args.durations)
+    with user_errors(args.debug, status=2):   # a bad argument: one "error:" line, status 2 (mate.cli)
+        if not str(args.out).strip():
+            raise ValueError("--out must be a directory path, got an empty string")
+        summary = write_dataset(args.out, _parse_int("--motions", args.motions, 1),
+                                seed=_parse_int("--seed", args.seed, 0),
+                                workers=_parse_int("--workers", args.workers, 0),
+                                progress=args.progress, durations=args.durations)
     print(f"wrote {summary.num_motions} motions, {summary.num_captions} captions, "
           f"{summary.num_frames} frames to {summary.out_dir} "
           f"(train/val/test {summary.split_sizes['train']}/{summary.split_sizes['val']}/"
