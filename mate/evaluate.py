@@ -114,8 +114,8 @@ __all__ = [
 
 VARIANTS = ("original", "baseline", "mate")
 PROTOCOLS = ("all", "threshold", "small_batches")
-TMR_THRESHOLD = 0.95
-SMALL_BATCH = 32
+TMR_THRESHOLD = M.TMR_THRESHOLD   # TMR's protocol (b) value, one home: mate.metrics
+SMALL_BATCH = M.TMR_BATCH_SIZE
 
 
 # ------------------------------------------------------------------------------------- antonyms
