@@ -1,7 +1,7 @@
 """Owns how every command reports a user's mistake.
 
 Every ``python -m mate.*`` command (``mate.train``, ``mate.evaluate``, ``mate.ablate``,
-``mate.diagnostics``, ``mate.data.synthetic``) parses its flags, then runs inside
+``mate.diagnostics``, ``mate.data.synthetic``, ``mate.export``, ``mate.t2m_eval``) parses its flags, then runs inside
 :func:`user_errors`. A user's mistake ends the command with ONE line, ``error: <message>``, on
 stderr and a non-zero exit status, without a Python traceback; ``--debug`` (:func:`add_debug_flag`)
 shows the traceback instead. Anything else is a bug and keeps its traceback.

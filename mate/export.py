@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mate.cli import add_debug_flag
 from mate.text.clip_backend import CLIP_STATE_DICT_FILE, read_clip_checkpoint
 from mate.text.encoder_base import EXPORT_MANIFEST, read_manifest
 from mate.text.torchvision_compat import ImageTransformsUnavailableError, block_broken_torchvision, import_open_clip
@@ -759,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Hugging Face exports: also write pytorch_model.bin and the slow tokenizer's vocabulary "
                         "files, for older transformers versions (MDM, TMR environments)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_debug_flag(p)
     return p
 
 
@@ -766,11 +768,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """``python -m mate.export``: returns the export folder. A mistake (not a finished run, weights
     missing, an option the run's backend does not take, --out exists) exits with one ``error:`` line
     before anything is written."""
+    from mate.cli import user_errors
     from mate.rundir import RunDir, check_run_dir, load_stage_model
-    from mate.text.encoders import ChecksumMismatchError, export_text_encoder
+    from mate.text.encoders import export_text_encoder
 
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors(args.debug):    # a user's mistake: one "error:" line (mate.cli)
         check_run_dir(args.run, stages=(1,))
         out = args.out if args.out is not None else RunDir(args.run).encoder
         overwrite = args.overwrite or args.out is None
@@ -781,8 +784,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
             raise ValueError(f"--pytorch-model-bin applies to Hugging Face exports ('minilm', 'hf:'); this run's "
                              f"{encoder.backend!r} export is a torch state dict already ({CLIP_STATE_DICT_FILE})")
         written = export_text_encoder(encoder, out, overwrite=overwrite, legacy_bin=args.pytorch_model_bin)
-    except (OSError, ValueError, ImportError, ChecksumMismatchError) as err:
-        raise SystemExit(f"error: {err}") from None
     print(f"wrote {written}: {', '.join(sorted(p.name for p in written.iterdir()))}")
     return written
 

@@ -353,3 +353,9 @@ def test_real_humanml3d_motion_and_split(humanml3d_fixture, tmp_path):
     else:
         with pytest.raises(ValueError, match="no motion the evaluator can read"):
             EvalSet(root, CONVENTIONS["humanml3d"])
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mate.t2m_eval", "--data", str(tmp_path), "--evaluator",
+                          str(tmp_path / "missing"), "--glove", str(tmp_path), "--debug"], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr and "FileNotFoundError" in out.stderr

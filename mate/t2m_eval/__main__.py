@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from mate.cli import add_debug_flag, user_errors
+
 from .evaluator import load_evaluator
 from .protocol import METRIC_NAMES, evaluate_generator, evaluate_real
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    add_debug_flag(p)
     return p
 
 
@@ -71,7 +73,7 @@ def format_table(report: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors(args.debug):    # a user's mistake: one "error:" line (mate.cli)
         if args.replications < 1:
             raise ValueError(f"--replications must be >= 1, got {args.replications}")
         evaluator = load_evaluator(args.evaluator, args.glove, args.dataset, args.device, args.meta)
@@ -81,10 +83,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                         **common)
         else:
             report = evaluate_real(args.data, evaluator, **common)
-    except (FileNotFoundError, ValueError) as err:
-        if args.debug:
-            raise
-        raise SystemExit(f"error: {err}") from None
     print(format_table(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
