@@ -37,6 +37,7 @@ step tests_gpu python3 -m pytest -q -p no:cacheprovider -m gpu tests/
 step tests_fused python3 -m pytest -q -p no:cacheprovider tests/test_fused_training.py tests/test_ops_reference.py
 step bench_attention python3 benchmarks/bench_attention.py
 step bench_prototype_ce python3 benchmarks/bench_prototype_ce.py
+step bench_t2m_eval python3 benchmarks/bench_t2m_eval.py --device cuda
 step bench_train_step python3 benchmarks/bench_train_step.py --preset paper --device cuda --with-compile
 if [ -n "$OUT" ]; then
     cp benchmarks/results/*cuda*.json "$OUT"/ 2>/dev/null
