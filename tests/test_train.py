@@ -141,6 +141,25 @@ def test_prototype_init_random_shares_stage0_and_retrains_stage1(finished_run, t
         train.TrainConfig(prototype_init="zeros").resolve()
 
 
+def test_pytorch_model_bin_export(finished_run, tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    """--pytorch-model-bin only changes the export: every stage is reused, and the export also holds
+    pytorch_model.bin with the tensors of model.safetensors."""
+    from safetensors.torch import load_file
+
+    from mate.ablate import seed_shared_stage0
+
+    out, _ = finished_run
+    other = tmp_path / "bin"
+    assert seed_shared_stage0(other, out)
+    train.main(run_args(tiny_synthetic_dataset, tiny_hf_encoder_dir, other, "--pytorch-model-bin"))
+    encoder = other / "encoder"
+    legacy = torch.load(encoder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    current = load_file(encoder / "model.safetensors")
+    assert legacy.keys() == current.keys() and all(torch.equal(legacy[k], current[k]) for k in current)
+    with pytest.raises(train.ConfigError, match="--pytorch-model-bin"):
+        train.TrainConfig(encoder="clip", pytorch_model_bin=True).resolve()
+
+
 @pytest.mark.parametrize("argv,fragment", [
     (["--epochs", "-1"], "--epochs must be positive"),
     (["--batch-size", "0"], "--batch-size must be positive"),

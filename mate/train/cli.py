@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--pytorch-model-bin", action="store_true",
+                   help="the export also writes pytorch_model.bin and the slow tokenizer's vocabulary, for the older "
+                        "transformers that MDM / TMR environments pin (Hugging Face encoders only)")
     p.add_argument("--strict-data", action="store_true",
                    help="stop at the first bad dataset input (a NaN/inf or empty motion, a missing file, a malformed "
                         "caption) instead of skipping it with one warning that names it (default: skip)")

@@ -94,6 +94,7 @@ class TrainConfig:
     num_workers: int = 0
     log_every: int = 10
     no_export: bool = False
+    pytorch_model_bin: bool = False     # the export also writes pytorch_model.bin (older transformers)
     strict_data: bool = False           # True: a bad dataset input raises; False: skipped, one warning
 
     def __post_init__(self):
@@ -152,6 +153,9 @@ class TrainConfig:
 
         if self.word_sampling not in WORD_SAMPLING:
             raise ConfigError(f"--word-sampling {self.word_sampling!r}: choose from {', '.join(WORD_SAMPLING)}")
+        if self.pytorch_model_bin and (self.no_export or self.encoder.split(":")[0] == "clip"):
+            raise ConfigError("--pytorch-model-bin applies to a Hugging Face export ('minilm', 'hf:'), "
+                              + ("not with --no-export" if self.no_export else "not to a clip run's state dict"))
         if self.prototype_init not in PROTOTYPE_INIT:
             raise ConfigError(f"--prototype-init {self.prototype_init!r}: choose from {', '.join(PROTOTYPE_INIT)}")
         if not 0.0 <= self.subclip_crops <= 1.0:

@@ -388,7 +388,7 @@ def _run(config: TrainConfig, env: mdist.DistEnv, argv: Sequence[str] | None) ->
         stages.metrics.close()
     if not config.no_export and env.is_main:
         with stages.measured("export"):
-            out = encoder.export(run_dir.encoder, overwrite=True)
+            out = encoder.export(run_dir.encoder, overwrite=True, legacy_bin=config.pytorch_model_bin)
         log.info("export: %s (load it with transformers.AutoModel.from_pretrained or mate.load_text_encoder)", out)
     summary.update({"trainable_parameters": report, "seconds": round(time.time() - started, 1),
                     "device": str(env.device), "processes": env.world_size, "preset": config.preset,
