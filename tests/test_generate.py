@@ -338,3 +338,58 @@ def test_training_command_errors(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--data", str(tmp_path / "missing"), "--encoder", "minilm", "--out", str(tmp_path / "x")])
     assert "not a directory" in str(exc.value)
+
+
+def test_cross_attention_with_amp_trains_and_samples(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    import mate.generate
+    from mate.generate.train import train_generator
+
+    config = GenConfig(**TINY, epochs=1, cross_attention=True, amp=True)
+    summary = train_generator(tiny_synthetic_dataset, f"hf:{tiny_hf_encoder_dir}", tmp_path / "run", config,
+                              device="cpu", progress=False, max_steps=1)
+    assert summary["steps"] == 1 and summary["amp"]
+    gen = mate.generate.load(tmp_path / "run")
+    assert gen.denoiser.config.cross_attention and gen.denoiser.config.token_dim > 0
+    motions = gen.sample(["a person walks forward"], [8], seed=1, steps=2)
+    assert motions.shape == (1, 8, gen.feature_dim) and torch.isfinite(motions).all()
+
+
+def test_compile_failure_falls_back_to_eager(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path, monkeypatch):
+    from mate.generate.train import train_generator
+
+    def broken(model, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    summary = train_generator(tiny_synthetic_dataset, f"hf:{tiny_hf_encoder_dir}", tmp_path / "run",
+                              GenConfig(**TINY, epochs=1, compile=True), device="cpu", progress=False, max_steps=1)
+    assert summary["steps"] == 1 and summary["compiled"] is False
+
+
+def test_training_command_end_to_end(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path, capsys):
+    from mate.generate.train import main
+
+    out = tmp_path / "run"
+    assert main(["--data", str(tiny_synthetic_dataset), "--encoder", f"hf:{tiny_hf_encoder_dir}", "--out", str(out),
+                 "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    assert "trained 1 steps" in capsys.readouterr().out
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["config"]["preset"] == "cpu-small" and manifest["config"]["batch_size"] == 4
+    assert manifest["encoder"]["kind"] == "spec" and manifest["argv"][0] == "--data"
+    with pytest.raises(SystemExit) as exc:  # a second run into the same folder needs --resume
+        main(["--data", str(tiny_synthetic_dataset), "--encoder", f"hf:{tiny_hf_encoder_dir}", "--out", str(out)])
+    assert "--resume" in str(exc.value)
+
+
+def test_encoder_from_an_export_folder_and_a_run_folder(tiny_hf_encoder_dir, tmp_path):
+    from mate.generate.text import build_encoder, describe_source, encoder_fingerprint
+
+    encoder = build_encoder(f"hf:{tiny_hf_encoder_dir}")
+    encoder.export(tmp_path / "export")
+    assert describe_source(tmp_path / "export") == ("export", str((tmp_path / "export").resolve()))
+    assert encoder_fingerprint(build_encoder(tmp_path / "export")) == encoder_fingerprint(encoder)
+    (tmp_path / "mate_run").mkdir()
+    (tmp_path / "mate_run" / "run.json").write_text("{}")
+    assert describe_source(tmp_path / "mate_run")[0] == "mate-run"

@@ -43,7 +43,7 @@ class GenConfig:
     lr: float = 3e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    epochs: int = 40
+    epochs: int = 50
     max_frames: int = 196
     seed: int = 0
     amp: bool = False

@@ -45,8 +45,11 @@ def animate_stick_figure(joints, path: str | Path, fps: float, title: str | None
     floor, top = float(joints[..., 1].min()), float(joints[..., 1].max())
     height = max(top - floor, 1e-3)
 
-    fig = _new_figure(7.0, 3.8)
+    fig = _new_figure(7.0, 4.0)
     front, above = fig.subplots(1, 2)
+    fig.subplots_adjust(top=0.8, bottom=0.12, wspace=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9.5)
     lines = [front.plot([], [], "-", color=_SIDE_COLOURS[side], lw=2.2, solid_capstyle="round")[0]
              for _, _, side in bones]
     front.axhline(floor, color="#999999", lw=0.8)
@@ -67,7 +70,6 @@ def animate_stick_figure(joints, path: str | Path, fps: float, title: str | None
     above.invert_xaxis()
     above.set_title("root path from above (x-z)", fontsize=9)
     above.tick_params(labelsize=7)
-    caption = fig.suptitle("", fontsize=9)
 
     def draw(t: int):
         for line, (p, j, _) in zip(lines, bones):
@@ -75,8 +77,8 @@ def animate_stick_figure(joints, path: str | Path, fps: float, title: str | None
         front.set_xlim(root[t, 0] - half, root[t, 0] + half)
         trail.set_data(root[: t + 1, 0], root[: t + 1, 2])
         head.set_data([root[t, 0]], [root[t, 2]])
-        caption.set_text(f"{title + chr(10) if title else ''}t = {t / fps:.2f} s")
-        return [*lines, trail, head, caption]
+        front.set_xlabel(f"t = {t / fps:.2f} s", fontsize=9)
+        return [*lines, trail, head]
 
     animation = FuncAnimation(fig, draw, frames=joints.shape[0], interval=1000.0 / fps, blit=False)
     writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps)
