@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "made once in OUT/probe_data; with --data or --quick, the variants' dataset)")
     g.add_argument("--seeds", type=int, default=None, help="probe seeds (default 5; 2 with --quick)")
     g.add_argument("--probe-epochs", type=int, default=None, help="probe epochs (default 30; 2 with --quick)")
+    g.add_argument("--probes", default="pooled,tokens",
+                   help="pooled, tokens or both (default: both; pooled alone is ~3x faster)")
     add_debug_flag(p)
     return p
 
@@ -461,7 +463,8 @@ def _probe_config(args: argparse.Namespace):
 
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     epochs = args.probe_epochs if args.probe_epochs is not None else (2 if args.quick else ProbeConfig.epochs)
-    return ProbeConfig(seeds=tuple(range(seeds)), epochs=epochs)
+    probes = tuple(p.strip() for p in args.probes.split(",") if p.strip())
+    return ProbeConfig(seeds=tuple(range(seeds)), epochs=epochs, probes=probes)
 
 
 def plug_and_play_table(out: Path, variants: Sequence[str], probe_data: Path, config, split: str = "test") -> dict:
@@ -501,6 +504,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise ValueError(f"--variants: {e}") from None
         if args.preset not in PRESETS:
             raise ValueError(f"--preset {args.preset!r}: choose from {', '.join(sorted(PRESETS))}")
+        if args.protocol != "co-trained":
+            try:   # before hours of training, not after
+                _probe_config(args)
+            except ValueError as e:
+                raise ValueError(f"--probes / --seeds / --probe-epochs: {e}") from None
         return run_ablation(args)
 
 

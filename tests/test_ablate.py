@@ -50,6 +50,9 @@ def test_cli_parsing(capsys):
         ablate.select_variants("mate,bogus")
     with pytest.raises(SystemExit):
         ablate.main(["--variants", "bogus"])
+    with pytest.raises(SystemExit, match="--probes"):   # refused before any training
+        ablate.main(["--probes", "pooled,bogus", "--out", "/nonexistent/never-written"])
+    assert ablate._probe_config(ablate.build_parser().parse_args(["--probes", "pooled"])).probes == ("pooled",)
     assert ablate.main(["--list"]) == {}
     listed = capsys.readouterr().out
     assert all(name in listed for name in ablate.VARIANT_NAMES)
