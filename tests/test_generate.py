@@ -13,6 +13,16 @@ from mate.generate.config import GenConfig, preset
 from mate.generate.diffusion import GaussianDiffusion, cosine_alpha_bar, ddim_timesteps, masked_mse
 from mate.generate.model import DenoiserConfig, MotionDenoiser, TextCondition
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread for these tiny shapes (much faster on a CPU shared with other jobs);
+    the previous setting is restored for the rest of the session."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY = dict(width=32, layers=1, heads=2, ff=32, diffusion_steps=50, sample_steps=4, batch_size=8,
             max_frames=64, dropout=0.0)
 
@@ -132,6 +142,38 @@ def test_padded_frames_do_not_change_valid_ones():
         x2[0, 6:] = 100.0
         b = model(x2, t, mask, cond)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_trained_denoiser_follows_its_condition():
+    """Two conditions, two target motions (+1 and -1 everywhere): after a short training, guided
+    DDIM samples land on the target of their condition; with guidance 0 the condition is ignored."""
+    torch.manual_seed(0)
+    config = DenoiserConfig(feature_dim=4, text_dim=3, max_frames=8, width=32, layers=1, heads=2, ff=64, dropout=0.0)
+    model = MotionDenoiser(config)
+    diffusion = GaussianDiffusion(100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    conditions = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    targets = torch.tensor([1.0, -1.0]).view(2, 1, 1).expand(2, 8, 4)
+    mask = torch.ones(32, 8, dtype=torch.bool)
+    for _ in range(80):
+        which = torch.randint(0, 2, (32,))
+        drop = torch.rand(32) < 0.1
+        cond = TextCondition(conditions[which])
+        loss = diffusion.training_loss(lambda x_t, t: model(x_t, t, mask, cond, drop), targets[which], mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    noise = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(0))
+
+    def sample(order, scale):
+        cond = TextCondition(conditions[order])
+        return diffusion.ddim_sample(lambda x_t, t: model.guided(x_t, t, mask[:2], cond, scale), (2, 8, 4),
+                                     steps=10, noise=noise).mean(dim=(1, 2))
+
+    guided, swapped = sample([0, 1], 2.0), sample([1, 0], 2.0)
+    assert guided[0] > 0.7 and guided[1] < -0.7 and swapped[0] < -0.7 and swapped[1] > 0.7
+    torch.testing.assert_close(sample([0, 1], 0.0), sample([1, 0], 0.0))  # guidance 0 ignores the text
 
 
 def test_denoiser_bad_inputs():
@@ -308,7 +350,7 @@ def test_sampling_command_writes_npy_and_gif(trained_run, tmp_path, capsys):
     out, _, _ = trained_run
     dest = tmp_path / "samples"
     assert main(["--model", str(out), "--text", "a person walks forward", "--seconds", "0.5", "--num", "2",
-                 "--steps", "2", "--out", str(dest), "--no-mp4"]) == 0
+                 "--steps", "2", "--out", str(dest), "--no-mp4", "--threads", "1"]) == 0
     meta = json.loads((dest / "samples.json").read_text())
     assert meta["frames"] == 10 and len(meta["samples"]) == 2
     features = np.load(dest / "sample_00_features.npy")
@@ -373,7 +415,7 @@ def test_training_command_end_to_end(tiny_synthetic_dataset, tiny_hf_encoder_dir
 
     out = tmp_path / "run"
     assert main(["--data", str(tiny_synthetic_dataset), "--encoder", f"hf:{tiny_hf_encoder_dir}", "--out", str(out),
-                 "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+                 "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--no-progress", "--device", "cpu", "--threads", "1"]) == 0
     assert "trained 1 steps" in capsys.readouterr().out
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["config"]["preset"] == "cpu-small" and manifest["config"]["batch_size"] == 4

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="where the run's text encoder is now, if it moved")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-gif", action="store_true", help="skip the animations")
     p.add_argument("--no-mp4", action="store_true", help="no MP4 even where ffmpeg exists")
     add_debug_flag(p)
@@ -84,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     with user_errors(args.debug):
         from mate.generate.sample import load
+        from mate.generate.train import set_threads
 
+        set_threads(args.threads)
         if not args.seconds > 0:
             raise ValueError(f"--seconds must be positive, got {args.seconds}")
         generator = load(args.model, encoder=args.encoder, device=args.device)

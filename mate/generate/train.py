@@ -35,7 +35,7 @@ from mate.generate.rundir import GenRunDir, read_gen_manifest, write_gen_manifes
 from mate.generate.text import build_encoder, describe_source, encode_captions_cached, encoder_fingerprint
 from mate.rundir import fingerprint, mark_done
 
-__all__ = ["train_generator", "main", "build_parser"]
+__all__ = ["train_generator", "main", "build_parser", "set_threads"]
 
 log = logging.getLogger("mate.generate")
 STAGE = "gen"
@@ -240,6 +240,15 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
     return summary
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` (None: leave torch's default); ValueError below 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mate.cli import add_debug_flag
 
@@ -264,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the denoiser (falls back to eager, with a warning, when compiling fails)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is much faster on a "
+                                               "CPU shared with another job, see docs/generation.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_debug_flag(p)
     return p
@@ -294,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with user_errors(args.debug):
         if args.max_steps is not None and args.max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+        set_threads(args.threads)
         config = preset(args.preset).with_overrides(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             cross_attention=args.cross_attention, amp=args.amp, compile=args.compile)
