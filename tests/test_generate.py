@@ -298,6 +298,23 @@ def test_resume_continues_from_the_checkpoint(trained_run, tiny_synthetic_datase
     assert again["steps"] == summary["steps"]
 
 
+def test_a_resumed_run_repeats_the_uninterrupted_one(tiny_synthetic_dataset, tiny_hf_encoder_dir, tmp_path):
+    from mate.generate.train import train_generator
+
+    encoder = f"hf:{tiny_hf_encoder_dir}"
+    config = GenConfig(**{**TINY, "dropout": 0.1}, epochs=2)
+    train_generator(tiny_synthetic_dataset, encoder, tmp_path / "whole", config, device="cpu", progress=False)
+    train_generator(tiny_synthetic_dataset, encoder, tmp_path / "split", config.with_overrides(epochs=1),
+                    device="cpu", progress=False)
+    train_generator(tiny_synthetic_dataset, encoder, tmp_path / "split", config, resume=True, device="cpu",
+                    progress=False)
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
+    split = torch.load(tmp_path / "split" / "model.pt", weights_only=True)["model"]
+    assert whole.keys() == split.keys()
+    for name in whole:
+        assert torch.equal(whole[name], split[name]), name
+
+
 def test_load_and_sample(trained_run, tiny_hf_encoder_dir, tmp_path):
     import mate.generate
     from mate.generate.rundir import GeneratorRunError

@@ -184,13 +184,17 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
                 log.info("resuming from %s (epoch %d, step %d)", path.name, start_epoch, step)
         forward = _CompileOrEager(model, config.compile)
         amp = config.amp
-        generator = torch.Generator().manual_seed(config.seed + 1)
+        generator = torch.Generator()
         started = time.perf_counter()
         done = max_steps is not None and step >= max_steps
         for epoch in range(start_epoch, config.epochs):
             if done:
                 break
+            # Every draw of an epoch (captions, crops, condition drops) is seeded by (seed, epoch), and
+            # torch's global RNG (timesteps, noise, dropout) travels in the checkpoint: a resumed run
+            # repeats the uninterrupted one exactly (on the same machine and settings).
             rng = np.random.default_rng([config.seed, epoch])
+            generator.manual_seed(config.seed * 1_000_003 + epoch)
             epoch_view = dataset.with_options(seed=config.seed * 100_003 + epoch)  # crops: reproducible per epoch
             loader = torch.utils.data.DataLoader(epoch_view, batch_size=config.batch_size,
                                                  sampler=_epoch_items(clip_groups, rng),
