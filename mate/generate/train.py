@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mate.atomic import atomic_torch_save, atomic_write_json
+from mate.atomic import atomic_torch_save, atomic_write, atomic_write_json
 from mate.checkpoint import latest_valid_checkpoint, prune_checkpoints, write_checkpoint, checkpoint_path
 from mate.generate.config import CAPTION_SAMPLING, PRESETS, GenConfig, preset
 from mate.generate.diffusion import GaussianDiffusion
@@ -135,7 +135,8 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
                     max_steps: int | None = None, argv: Sequence[str] | None = None) -> dict:
     """Train a generator into ``out`` (layout: :mod:`mate.generate.rundir`) and return the summary.
 
-    ``max_steps`` stops early (smoke runs and tests; the final model is still written).
+    ``max_steps`` stops early (smoke runs and tests; the final model is still written, and the
+    cut epoch counts as done for a later ``resume``).
     Raises FileExistsError when ``out`` already holds a run and ``resume`` is False, ValueError
     when ``resume`` meets a run of other settings."""
     # Long because it is the training loop itself, read top to bottom: prepare, restore, fit, save.
@@ -156,8 +157,8 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
         if resume and run.manifest.exists():
             _check_same_run(run, manifest)
         write_gen_manifest(run, argv=argv, **manifest)
-        np.save(run.mean, dataset.mean.numpy())
-        np.save(run.std, dataset.std.numpy())
+        for path, values in ((run.mean, dataset.mean.numpy()), (run.std, dataset.std.numpy())):
+            atomic_write(path, lambda f, values=values: np.save(f, values))
         caption_row = {c: i for i, c in enumerate(captions)}
         clip_of, _ = distinct_clips(dataset.records)
         groups: dict[int, list[int]] = {}
@@ -181,6 +182,8 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
                 optimizer.load_state_dict(payload["optimizer"])
                 start_epoch, step, losses = int(payload["epoch"]), int(payload["step"]), list(payload["losses"])
                 torch.set_rng_state(payload["torch_rng"])
+                if device.type == "cuda" and "cuda_rng" in payload:
+                    torch.cuda.set_rng_state(payload["cuda_rng"], device)
                 log.info("resuming from %s (epoch %d, step %d)", path.name, start_epoch, step)
         forward = _CompileOrEager(model, config.compile)
         amp = config.amp
@@ -230,7 +233,8 @@ def train_generator(data_root: str | Path, encoder_source: str, out: str | Path,
             write_checkpoint(checkpoint_path(run.checkpoints, STAGE, step),
                              {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "epoch": epoch + 1, "step": step, "losses": losses,
-                              "torch_rng": torch.get_rng_state()})
+                              "torch_rng": torch.get_rng_state(),
+                              **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})})
             prune_checkpoints(run.checkpoints, STAGE, keep=2)
         seconds = time.perf_counter() - started
         atomic_torch_save({"model": model.state_dict(), "denoiser": denoiser_config.to_dict()}, run.model)
