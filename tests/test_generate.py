@@ -233,6 +233,8 @@ def test_encoder_sources_and_prompts(tiny_hf_encoder_dir, tmp_path):
     assert describe_source("minilm") == ("spec", "minilm")
     with pytest.raises(ValueError, match="neither a MATE run directory"):
         describe_source(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        describe_source(tmp_path / "missing_run")
     encoder = build_encoder(f"hf:{tiny_hf_encoder_dir}")
     with pytest.raises(ValueError, match="prompt 0 is empty"):
         check_prompts(encoder, ["  "])

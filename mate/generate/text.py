@@ -54,6 +54,9 @@ def describe_source(source: str | Path) -> tuple[str, str]:
                          f"export (no {EXPORT_MANIFEST}); for a plain Hugging Face folder pass hf:{path}")
     if not text.strip():
         raise ValueError("the text encoder is empty: pass a spec (minilm, hf:NAME, clip), an export folder or a MATE run")
+    if ":" not in text.split("/")[0] and ("/" in text or text.startswith(".")):
+        raise FileNotFoundError(f"text encoder {text}: no such folder (expected a MATE run directory or a MATE "
+                                f"encoder export; specs are minilm, hf:NAME_OR_PATH, clip)")
     return "spec", text
 
 

@@ -109,8 +109,8 @@ class _CompileOrEager:
 
 def _prepare(data_root: Path, encoder_source: str, run: GenRunDir, config: GenConfig, device, progress: bool):
     """The dataset, the encoded captions, the manifest fields and the denoiser's config."""
+    kind, where = describe_source(encoder_source)  # a bad source fails before the data is indexed
     dataset = _training_set(data_root, config)
-    kind, where = describe_source(encoder_source)
     encoder = build_encoder(encoder_source, device)
     encoder_key = encoder_fingerprint(encoder)
     captions = sorted({r.caption.text for r in dataset.records})
