@@ -196,6 +196,13 @@ def test_presets():
     mdm = preset("mdm")
     assert (mdm.layers, mdm.width, mdm.heads, mdm.ff, mdm.diffusion_steps, mdm.sample_steps) == (8, 512, 4, 1024, 1000, 50)
     assert mdm.cond_drop_prob == 0.1 and mdm.guidance == 2.5
+    sizes = dict(width=mdm.width, layers=mdm.layers, heads=mdm.heads, ff=mdm.ff, dropout=mdm.dropout)
+    model = MotionDenoiser(DenoiserConfig(feature_dim=263, text_dim=512, **sizes)).eval()
+    assert 17.5e6 < model.parameter_count() < 18.5e6  # docs/generation.md's 17.9 M with CLIP
+    with torch.no_grad():
+        out = model(torch.zeros(1, 8, 263), torch.tensor([999]), torch.ones(1, 8, dtype=torch.bool),
+                    TextCondition(torch.zeros(1, 512)))
+    assert out.shape == (1, 8, 263)
     with pytest.raises(ValueError, match="unknown generator preset"):
         preset("huge")
     with pytest.raises(ValueError, match="sample_steps"):
@@ -328,6 +335,11 @@ def test_load_and_sample(trained_run, tiny_hf_encoder_dir, tmp_path):
     assert torch.all(motions[1, 7:] == 0) and torch.isfinite(motions).all()
     again = gen.sample(["a person walks forward", "someone jumps"], [10, 7], seed=0, steps=3)
     torch.testing.assert_close(motions, again)
+    batched = gen.sample(["a person walks forward", "someone jumps"], [10, 10], seed=[4, 9], steps=3)
+    alone = gen.sample(["someone jumps"], [10], seed=9, steps=3)
+    torch.testing.assert_close(batched[1], alone[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="one integer per prompt"):
+        gen.sample(["walk", "run"], [10, 10], seed=[1])
     raw = gen.denormalize(motions[0].numpy())
     np.testing.assert_allclose(raw, motions[0].numpy() * gen.std + gen.mean, rtol=1e-6)
     with pytest.raises(ValueError, match="beyond this model's maximum"):

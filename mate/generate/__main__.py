@@ -56,8 +56,9 @@ def write_samples(generator, text: str, seconds: float, num: int, seed: int, out
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     records = []
-    for k in range(num):
-        motion = generator.sample([text], [frames], guidance=guidance, steps=steps, seed=seed + k)[0]
+    motions = generator.sample([text] * num, [frames] * num, guidance=guidance, steps=steps,
+                               seed=[seed + k for k in range(num)])
+    for k, motion in enumerate(motions):
         raw = generator.denormalize(motion.numpy()).astype(np.float32)
         name = f"sample_{k:02d}"
         files = {"features": f"{name}_features.npy"}

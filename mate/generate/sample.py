@@ -73,14 +73,15 @@ class Generator:
 
     @torch.no_grad()
     def sample(self, texts: Sequence[str], lengths: Sequence[int], guidance: float | None = None,
-               steps: int | None = None, seed: int | None = None, eta: float = 0.0) -> torch.Tensor:
+               steps: int | None = None, seed: int | Sequence[int] | None = None, eta: float = 0.0) -> torch.Tensor:
         """Motions for ``texts`` (B prompts) of ``lengths`` frames each: float32 [B, T, F] on the
         CPU, T = max(lengths), in the data's normalisation, zero beyond each length.
 
         ``guidance``: the classifier-free guidance scale s (default: the run's, 2.5; 0 ignores the
         text, 1 is the plain conditional model); ``steps``: DDIM steps (default: the run's);
-        ``seed``: the start noise (None: torch's global generator); ``eta``: DDIM's noise
-        (0 = deterministic). Raises ValueError for an empty or over-long prompt, a bad length."""
+        ``seed``: the start noise (None: torch's global generator; a list: one seed per prompt, each
+        row's noise as if it were sampled alone); ``eta``: DDIM's noise (0 = deterministic). Raises
+        ValueError for an empty or over-long prompt, a bad length."""
         texts = check_prompts(self.encoder, texts)
         lengths = self._lengths(lengths, len(texts))
         guidance = float(self.config["guidance"] if guidance is None else guidance)
@@ -90,8 +91,7 @@ class Generator:
         cond = self.condition(texts)
         T = max(lengths)
         mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).to(self.device)
-        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        noise = torch.randn((len(texts), T, self.feature_dim), generator=generator)
+        generator, noise = self._start_noise(seed, len(texts), T)
 
         def predict(x_t, t):
             return self.denoiser.guided(x_t, t, mask, cond, guidance)
@@ -99,6 +99,17 @@ class Generator:
         x = self.diffusion.ddim_sample(predict, noise.shape, steps=steps, eta=eta, generator=generator,
                                        device=self.device, noise=noise)
         return (x * mask[..., None]).float().cpu()
+
+    def _start_noise(self, seed, count: int, frames: int) -> tuple[torch.Generator | None, torch.Tensor]:
+        if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            return generator, torch.randn((count, frames, self.feature_dim), generator=generator)
+        seeds = list(seed)
+        if len(seeds) != count or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
+            raise ValueError(f"seed must be an integer or one integer per prompt ({count}), got {seed!r}")
+        rows = [torch.randn((1, frames, self.feature_dim), generator=torch.Generator().manual_seed(int(s)))
+                for s in seeds]
+        return torch.Generator().manual_seed(int(seeds[0])), torch.cat(rows)
 
     def denormalize(self, motion: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Raw features (``motion * Std + Mean`` with the run's statistics) of [..., F]; same type."""
