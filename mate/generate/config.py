@@ -18,12 +18,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["GenConfig", "PRESETS", "preset", "CAPTION_SAMPLING"]
+__all__ = ["GenConfig", "PRESETS", "preset", "CAPTION_SAMPLING", "dataclass_from_dict"]
 
 #: How training reads captions: every epoch visits each training clip once, with ONE of its
 #: captions drawn at random (the HumanML3D / MDM loaders' convention).
 CAPTION_SAMPLING = "one random caption per clip per epoch"
 
+
+
+def dataclass_from_dict(cls, data: dict, what: str):
+    """``cls(**data)`` for a settings dataclass read back from a manifest or checkpoint; a key it
+    does not know (written by another version) is a ValueError naming it, not a TypeError."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} settings {unknown}")
+    return cls(**data)
 
 @dataclass(frozen=True)
 class GenConfig:
@@ -68,11 +77,7 @@ class GenConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GenConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generator settings {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "generator")
 
     def with_overrides(self, **overrides) -> "GenConfig":
         """A copy with the given fields changed (None values are ignored)."""

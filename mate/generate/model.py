@@ -25,11 +25,13 @@ embeddings (the pooled projection by ``null_pooled``, the token memory by the si
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+from .config import dataclass_from_dict
 
 __all__ = ["DenoiserConfig", "TextCondition", "MotionDenoiser", "timestep_embedding"]
 
@@ -69,11 +71,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DenoiserConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown denoiser settings {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "denoiser")
 
 
 class TextCondition(NamedTuple):
